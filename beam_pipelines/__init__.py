@@ -1,0 +1,1 @@
+"""The Beam + TF Transform preprocessing job."""

@@ -1,0 +1,39 @@
+"""Conventions shared by the stages' command-line entry points.
+
+Each stage prints progress on stderr and, last, one ``PRODCAT_RESULT {json}``
+line on stdout: Airflow's stage runner turns that line into the task's XCom, and
+the same JSON is kept under the run's ``stats/`` directory.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+RESULT_MARKER = "PRODCAT_RESULT "
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def finish_stage(paths, stage: str, result: dict) -> None:
+    """Keep a stage's result under the run's ``stats/`` and print it."""
+    from shared_config import storage
+
+    storage.write_json(paths.stats_file(stage), result)
+    emit_result(result)
+
+
+def emit_result(result: dict) -> None:
+    sys.stdout.write(RESULT_MARKER + json.dumps(result, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def parse_result(output: str) -> dict:
+    """The result JSON from a stage's output; raise if the stage printed none."""
+    for line in reversed(output.splitlines()):
+        if line.startswith(RESULT_MARKER):
+            return json.loads(line[len(RESULT_MARKER):])
+    raise ValueError("the stage printed no result line")

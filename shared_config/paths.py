@@ -1,0 +1,149 @@
+"""Where every file of a run lives: one set of templates read by every stage.
+
+A run's files are laid out under ``{prefix}/runs/{run_id}/``; ``prefix`` is a
+local directory or a ``gs://bucket/path`` URL (``PRODCAT_PREFIX``). Airflow
+tasks, the Beam job, the trainer and the publisher all build their paths here,
+so a stage never has to be told where another stage wrote its output.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+OBJECTIVES = ("exclusive", "rule_based")
+SPLITS = ("train", "valid", "test")
+# Every product, labelled or not, transformed: the unlabelled pool and the
+# input of batch prediction.
+CATALOG_OBJECTIVE, CATALOG_SPLIT = "catalog", "all"
+
+TEMPLATES = {
+    "run": "{prefix}/runs/{run_id}",
+    "manifest": "{prefix}/runs/{run_id}/run.json",
+    "dump": "{prefix}/runs/{run_id}/dump/",
+    "tfrecords": "{prefix}/runs/{run_id}/tfrecords/{objective}_{split}.tfrecords",
+    "transform_fn": "{prefix}/runs/{run_id}/transform_fn/",
+    "quarantine": "{prefix}/runs/{run_id}/quarantine/",
+    "checkpoints": "{prefix}/runs/{run_id}/checkpoints/{hparams_id}/",
+    "predictions": "{prefix}/runs/{run_id}/predictions/",
+    "stats": "{prefix}/runs/{run_id}/stats/",
+}
+RUN_SUBDIRS = ("dump", "tfrecords", "transform_fn", "quarantine", "checkpoints",
+               "predictions", "stats")
+
+DEFAULT_PREFIX = Path(__file__).resolve().parents[1] / ".prodcat" / "data"
+# Letters, digits and a few punctuation marks that are safe in a local path, a
+# GCS object name and an Airflow run id alike; no leading dot.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+=-]{0,127}$")
+
+
+class InvalidId(ValueError):
+    """A run id or hparams id that could escape or corrupt the run's directory."""
+
+
+def validate_id(value: str, what: str = "id") -> str:
+    """Return ``value`` if it is safe as one path component, else raise InvalidId."""
+    if not isinstance(value, str) or not value:
+        raise InvalidId(f"{what} must be a non-empty string, got {value!r}")
+    if ".." in value or not _SAFE_ID.match(value):
+        raise InvalidId(
+            f"{what} {value!r} is not allowed: use 1-128 letters, digits or '_.:+=-', "
+            "not starting with '.', with no '..', path separators, whitespace or "
+            "control characters"
+        )
+    return value
+
+
+def normalise_prefix(prefix: str) -> str:
+    """A local prefix becomes absolute; a ``gs://`` prefix keeps its scheme."""
+    if not prefix or not prefix.strip():
+        raise ValueError("the path prefix is empty: set PRODCAT_PREFIX or leave it unset")
+    if prefix.startswith("gs://"):
+        bucket_and_path = prefix[len("gs://"):].strip("/")
+        if not bucket_and_path:
+            raise ValueError(f"prefix {prefix!r} names no bucket")
+        return "gs://" + bucket_and_path
+    if "://" in prefix:
+        raise ValueError(f"prefix {prefix!r}: only local paths and gs:// URLs are supported")
+    return str(Path(prefix).expanduser().resolve())
+
+
+def default_prefix(env=None) -> str:
+    """``PRODCAT_PREFIX`` or ``.prodcat/data`` in the project's checkout."""
+    env = os.environ if env is None else env
+    return normalise_prefix(env.get("PRODCAT_PREFIX") or str(DEFAULT_PREFIX))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """All paths of one run. Build with ``RunPaths.for_run(run_id)``."""
+
+    prefix: str
+    run_id: str
+
+    @classmethod
+    def for_run(cls, run_id: str, prefix: str | None = None) -> "RunPaths":
+        return cls(
+            prefix=normalise_prefix(prefix) if prefix else default_prefix(),
+            run_id=validate_id(run_id, "run_id"),
+        )
+
+    def _fill(self, name: str, **fields: str) -> str:
+        return TEMPLATES[name].format(prefix=self.prefix, run_id=self.run_id, **fields)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.prefix.startswith("gs://")
+
+    @property
+    def run_dir(self) -> str:
+        return self._fill("run")
+
+    @property
+    def manifest(self) -> str:
+        return self._fill("manifest")
+
+    @property
+    def dump_dir(self) -> str:
+        return self._fill("dump")
+
+    @property
+    def transform_fn_dir(self) -> str:
+        return self._fill("transform_fn")
+
+    @property
+    def quarantine_dir(self) -> str:
+        return self._fill("quarantine")
+
+    @property
+    def predictions_dir(self) -> str:
+        return self._fill("predictions")
+
+    @property
+    def stats_dir(self) -> str:
+        return self._fill("stats")
+
+    def stats_file(self, stage: str) -> str:
+        """The JSON summary one stage leaves for the run's statistics."""
+        return self.stats_dir + f"{validate_id(stage, 'stage')}.json"
+
+    def tfrecords(self, objective: str, split: str) -> str:
+        """Path prefix of one objective/split; writers add ``-SSSSS-of-NNNNN``."""
+        known = {(o, s) for o in OBJECTIVES for s in SPLITS} | {(CATALOG_OBJECTIVE, CATALOG_SPLIT)}
+        if (objective, split) not in known:
+            raise ValueError(f"unknown objective/split {objective!r}/{split!r}")
+        return self._fill("tfrecords", objective=objective, split=split)
+
+    def tfrecord_files(self, objective: str, split: str) -> str:
+        """Glob pattern that matches every shard of one objective/split."""
+        return self.tfrecords(objective, split) + "-*"
+
+    def checkpoints(self, hparams_id: str) -> str:
+        return self._fill("checkpoints", hparams_id=validate_id(hparams_id, "hparams_id"))
+
+    def local_dirs(self) -> list[str]:
+        """Directories to create up front on a local prefix (GCS needs none)."""
+        if self.is_remote:
+            return []
+        return [f"{self.run_dir}/{sub}/" for sub in RUN_SUBDIRS]

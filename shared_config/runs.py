@@ -1,0 +1,58 @@
+"""Run bookkeeping: create a run's directories and manifest; gather its statistics.
+
+``python -m shared_config.runs create --run-id R --params '{...}'``
+``python -m shared_config.runs record-stats --run-id R``
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+
+from shared_config import storage
+from shared_config.cli import emit_result, setup_logging
+from shared_config.paths import RunPaths
+
+
+def create_run(paths: RunPaths, params: dict) -> dict:
+    for directory in paths.local_dirs():
+        storage.makedirs(directory)
+    manifest = {"run_id": paths.run_id, "prefix": paths.prefix, "params": params,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    storage.write_json(paths.manifest, manifest)
+    return {"run_id": paths.run_id, "run_dir": paths.run_dir}
+
+
+def record_stats(paths: RunPaths) -> dict:
+    """Merge every stage's stats file into ``stats/run.json``."""
+    stages = {}
+    for path in storage.glob(paths.stats_dir + "*.json"):
+        name = path.rsplit("/", 1)[-1].removesuffix(".json")
+        if name != "run":
+            stages[name] = storage.read_json(path)
+    summary = {"run_id": paths.run_id, "run_dir": paths.run_dir, "stages": stages,
+               "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    storage.write_json(paths.stats_file("run"), summary)
+    return summary
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="python -m shared_config.runs", description=__doc__)
+    parser.add_argument("command", choices=("create", "record-stats"))
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--params", default="{}", help="the run's parameters as JSON")
+    args = parser.parse_args(argv)
+    paths = RunPaths.for_run(args.run_id)
+    if args.command == "create":
+        try:
+            params = json.loads(args.params)
+        except json.JSONDecodeError as err:
+            parser.error(f"--params is not JSON: {err}")
+        emit_result(create_run(paths, params))
+    else:
+        emit_result(record_stats(paths))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The product store: Elasticsearch (production) or an OpenSearch-compatible server."""

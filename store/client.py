@@ -1,0 +1,158 @@
+"""One store API over the ``elasticsearch`` and ``opensearch-py`` clients.
+
+The official Elasticsearch client refuses OpenSearch-compatible servers (and the
+other way round), so the backend is chosen by ``PRODCAT_STORE_BACKEND``. Queries,
+paging and bulk logic are written once here; only the calls that differ between
+the two APIs (point in time, search arguments) live in the two small backends.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+
+from shared_config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRODUCT_MAPPINGS = {
+    "dynamic": True,
+    "properties": {
+        "id": {"type": "keyword"},
+        "title": {"type": "text"},
+        "description": {"type": "text"},
+        "brand": {"type": "keyword"},
+        "raw_category": {"type": "text"},
+        "gender": {"type": "keyword"},
+        "size": {"type": "keyword"},
+        "price": {"type": "float"},
+        "image": {"type": "keyword"},
+        "rule_labels": {"type": "keyword"},
+        "exclusive_label": {"type": "keyword"},
+        "label_source": {"type": "keyword"},
+        "prediction_run_id": {"type": "keyword"},
+        "prediction": {"type": "object", "enabled": False},
+    },
+}
+
+
+class StoreError(RuntimeError):
+    """The store rejected a request or some documents of a bulk request."""
+
+
+class _OpenSearchBackend:
+    def __init__(self, url: str):
+        from opensearchpy import OpenSearch, helpers
+
+        self.client = OpenSearch(hosts=[url], timeout=60)
+        self.helpers = helpers
+
+    def search(self, index: str | None, body: dict) -> dict:
+        return self.client.search(index=index, body=body)
+
+    def open_pit(self, index: str, keep_alive: str) -> str:
+        return self.client.create_pit(index=index, params={"keep_alive": keep_alive})["pit_id"]
+
+    def close_pit(self, pit_id: str) -> None:
+        self.client.delete_pit(body={"pit_id": [pit_id]})
+
+
+class _ElasticsearchBackend:
+    def __init__(self, url: str):
+        from elasticsearch import Elasticsearch, helpers
+
+        self.client = Elasticsearch(url, request_timeout=60)
+        self.helpers = helpers
+
+    def search(self, index: str | None, body: dict) -> dict:
+        return self.client.search(index=index, **body).body
+
+    def open_pit(self, index: str, keep_alive: str) -> str:
+        return self.client.open_point_in_time(index=index, keep_alive=keep_alive)["id"]
+
+    def close_pit(self, pit_id: str) -> None:
+        self.client.close_point_in_time(id=pit_id)
+
+
+BACKENDS = {"opensearch": _OpenSearchBackend, "elasticsearch": _ElasticsearchBackend}
+
+
+class ProductStore:
+    """The product index: create it, load it, page through it, update it."""
+
+    def __init__(self, backend: str, url: str, index: str):
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown store backend {backend!r}; use one of {sorted(BACKENDS)}")
+        self.backend = BACKENDS[backend](url)
+        self.client = self.backend.client
+        self.index = index
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> "ProductStore":
+        settings = settings or Settings.from_env()
+        return cls(settings.store_backend, settings.store_url, settings.store_index)
+
+    def create_index(self, recreate: bool = False) -> None:
+        if self.client.indices.exists(index=self.index):
+            if not recreate:
+                return
+            self.client.indices.delete(index=self.index)
+        self.client.indices.create(index=self.index, body={"mappings": PRODUCT_MAPPINGS})
+
+    def refresh(self) -> None:
+        self.client.indices.refresh(index=self.index)
+
+    def count(self, query: dict | None = None) -> int:
+        body = {"query": query} if query else None
+        return int(self.client.count(index=self.index, body=body)["count"])
+
+    def get(self, product_id: str) -> dict:
+        return self.client.get(index=self.index, id=product_id)["_source"]
+
+    def _bulk(self, actions: Iterable[dict], chunk_size: int) -> int:
+        """Send actions in chunks; raise with the first reasons if any failed."""
+        done, failures = 0, []
+        for ok, item in self.backend.helpers.streaming_bulk(
+            self.client, actions, chunk_size=chunk_size, raise_on_error=False,
+            raise_on_exception=True, max_retries=3,
+        ):
+            if ok:
+                done += 1
+            else:
+                failures.append(item)
+        if failures:
+            raise StoreError(f"{len(failures)} bulk actions failed, first: {failures[:3]}")
+        return done
+
+    def index_products(self, products: Iterable[dict], chunk_size: int = 1000) -> int:
+        actions = ({"_op_type": "index", "_index": self.index, "_id": p["id"], "_source": p}
+                   for p in products)
+        return self._bulk(actions, chunk_size)
+
+    def update_partial(self, updates: Iterable[tuple[str, dict]], chunk_size: int = 500) -> int:
+        """Apply ``(product_id, fields)`` partial updates; a missing product is an error."""
+        actions = ({"_op_type": "update", "_index": self.index, "_id": pid, "doc": fields}
+                   for pid, fields in updates)
+        return self._bulk(actions, chunk_size)
+
+    def iter_products(self, page_size: int = 1000, keep_alive: str = "5m") -> Iterator[dict]:
+        """Every product once, in pages, over a point in time with ``search_after``."""
+        pit_id = self.backend.open_pit(self.index, keep_alive)
+        try:
+            search_after = None
+            while True:
+                body = {"size": page_size, "sort": [{"id": "asc"}],
+                        "pit": {"id": pit_id, "keep_alive": keep_alive},
+                        "query": {"match_all": {}}}
+                if search_after is not None:
+                    body["search_after"] = search_after
+                hits = self.backend.search(None, body)["hits"]["hits"]
+                if not hits:
+                    return
+                for hit in hits:
+                    yield hit["_source"]
+                search_after = hits[-1]["sort"]
+        finally:
+            try:
+                self.backend.close_pit(pit_id)
+            except Exception as err:  # the PIT expires by itself; don't mask the real error
+                log.warning("could not close point in time: %s", err)

@@ -1,0 +1,66 @@
+"""Dump every product of the store to gzipped JSON-lines shards under the run's ``dump/``.
+
+Pages through a point in time with ``search_after`` and streams each page to the
+current shard, so memory stays flat however large the catalogue is.
+
+``python -m store.dump --run-id R [--page-size 1000] [--shard-size 100000]``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+
+from shared_config import storage
+from shared_config.cli import finish_stage, setup_logging
+from shared_config.paths import RunPaths
+from store.client import ProductStore
+
+log = logging.getLogger("prodcat.dump")
+
+
+def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
+                  shard_size: int = 100_000) -> dict:
+    if shard_size < 1 or page_size < 1:
+        raise ValueError("page size and shard size must be positive")
+    products = shards = 0
+    handle = None
+    started = time.monotonic()
+    try:
+        for product in store.iter_products(page_size=page_size):
+            if products % shard_size == 0:
+                if handle:
+                    handle.close()
+                path = f"{paths.dump_dir}part-{shards:05d}.jsonl.gz"
+                handle = storage.open_file(path, "wt", compression="gzip")
+                shards += 1
+            handle.write(json.dumps(product, ensure_ascii=False) + "\n")
+            products += 1
+            if products % (page_size * 10) == 0:
+                log.info("dumped %d products", products)
+    finally:
+        if handle:
+            handle.close()
+    if products == 0:
+        raise RuntimeError(f"the store index {store.index!r} holds no products: nothing to dump")
+    seconds = time.monotonic() - started
+    log.info("dumped %d products into %d shards in %.1f s", products, shards, seconds)
+    return {"products": products, "shards": shards, "dump_dir": paths.dump_dir,
+            "seconds": round(seconds, 2)}
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="python -m store.dump", description=__doc__)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--shard-size", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    paths = RunPaths.for_run(args.run_id)
+    result = dump_products(ProductStore.from_settings(), paths, args.page_size, args.shard_size)
+    finish_stage(paths, "dump", result)
+
+
+if __name__ == "__main__":
+    main()
