@@ -1,0 +1,1 @@
+"""The multi-objective classifier trainer (``python -m trainer.controller``)."""

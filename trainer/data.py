@@ -1,0 +1,91 @@
+"""tf.data input pipelines over the Beam job's TFRecords, shaped for the model.
+
+TF-IDF features arrive as sparse (term id, weight) pairs and become one dense
+vector per text field; labels become a class index (exclusive) or a multi-hot
+vector (rule_based), each with a 0/1 weight that masks products without it.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from shared_config import storage
+from shared_config.features import FeatureConfig
+from shared_config.paths import RunPaths
+
+
+class Vocabularies:
+    """Sizes and contents of the vocabularies the transform function learnt."""
+
+    def __init__(self, tft_output, config: FeatureConfig):
+        self.tft_output = tft_output
+        self.config = config
+
+    def input_size(self, feature) -> int:
+        return feature.vocab_size + self.config.num_oov_buckets
+
+    def labels(self, objective: str) -> list[str]:
+        return [v.decode("utf-8") for v in self.tft_output.vocabulary_by_name(objective)]
+
+
+def tfrecord_files(paths: RunPaths, objective: str, split: str) -> list[str]:
+    files = storage.glob(paths.tfrecord_files(objective, split))
+    if not files:
+        raise FileNotFoundError(f"no TFRecords for {objective}/{split} at {paths.tfrecords(objective, split)}")
+    return files
+
+
+def _dense_from_sparse(ids: tf.SparseTensor, values, width: int) -> tf.Tensor:
+    coords = tf.stack([ids.indices[:, 0], ids.values], axis=1)
+    return tf.scatter_nd(coords, values, tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))
+
+
+def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
+    inputs = {}
+    for feature in vocabs.config.features:
+        if feature.kind == "text":
+            ids, weights = batch[f"{feature.name}_ids"], batch[f"{feature.name}_weights"]
+            inputs[feature.name] = _dense_from_sparse(ids, weights.values, vocabs.input_size(feature))
+        elif feature.kind == "categorical":
+            inputs[feature.name] = batch[feature.name]
+        else:
+            inputs[feature.name] = tf.reshape(batch[feature.name], [-1, 1])
+    return inputs
+
+
+def to_targets(batch: dict, objectives, vocabs: Vocabularies):
+    targets, weights = {}, {}
+    if "exclusive" in objectives:
+        label = batch["exclusive_label"]
+        targets["exclusive"] = tf.maximum(label, 0)
+        weights["exclusive"] = tf.cast(label >= 0, tf.float32)
+    if "rule_based" in objectives:
+        labels = batch["rule_based_labels"]
+        width = len(vocabs.labels("rule_based"))
+        multi_hot = _dense_from_sparse(labels, tf.ones_like(labels.values, tf.float32), width)
+        targets["rule_based"] = tf.minimum(multi_hot, 1.0)
+        weights["rule_based"] = tf.cast(tf.reduce_sum(multi_hot, axis=1) > 0, tf.float32)
+    return targets, weights
+
+
+def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=(),
+            shuffle: bool = False, repeat: bool = False, keep_ids: bool = False, seed: int = 0):
+    """Batches of ``inputs`` (and ``targets, weights`` when objectives are given)."""
+    spec = vocabs.tft_output.transformed_feature_spec()
+    ds = tf.data.TFRecordDataset(files)
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+
+    def shape(batch):
+        inputs = to_model_inputs(batch, vocabs)
+        if keep_ids:
+            return inputs, batch["id"]
+        if objectives:
+            targets, weights = to_targets(batch, objectives, vocabs)
+            return inputs, targets, weights
+        return inputs
+
+    return ds.map(shape, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

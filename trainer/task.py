@@ -1,0 +1,197 @@
+"""What each controller command does: train, evaluate, predict, export."""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from beam_pipelines.raw_schema import raw_feature_spec
+from shared_config import features, storage
+from shared_config.paths import CATALOG_OBJECTIVE, CATALOG_SPLIT, RunPaths
+from trainer import data, metrics
+from trainer.hparams import HParams
+from trainer.model import build_model
+
+log = logging.getLogger("prodcat.trainer")
+MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
+PREDICTIONS_PER_SHARD = 100_000
+RULE_TOP_K = 5
+
+
+def _vocabularies(paths: RunPaths) -> data.Vocabularies:
+    return data.Vocabularies(tft.TFTransformOutput(paths.transform_fn_dir), features.load())
+
+
+def _example_counts(paths: RunPaths) -> dict:
+    return storage.read_json(paths.stats_file("preprocess"))["examples"]
+
+
+def train(paths: RunPaths, hparams: HParams) -> dict:
+    keras.utils.set_random_seed(hparams.seed)
+    vocabs = _vocabularies(paths)
+    counts = _example_counts(paths)
+    objectives = [o for o in hparams.objectives if counts.get(f"{o}_train", 0) > 0]
+    if not objectives:
+        raise RuntimeError(f"no training examples for {list(hparams.objectives)}: {counts}")
+    # Each objective gets an equal share of every batch, so the few human labels
+    # are not drowned by the many rule-based ones.
+    per_objective = [
+        data.dataset(data.tfrecord_files(paths, o, "train"), vocabs, hparams.batch_size,
+                     hparams.objectives, shuffle=True, repeat=True, seed=hparams.seed).unbatch()
+        for o in objectives
+    ]
+    train_ds = tf.data.Dataset.sample_from_datasets(per_objective, seed=hparams.seed,
+                                                    rerandomize_each_iteration=True)
+    train_ds = train_ds.batch(hparams.batch_size).prefetch(tf.data.AUTOTUNE)
+    examples = sum(counts[f"{o}_train"] for o in objectives)
+    steps = max(1, math.ceil(examples / hparams.batch_size))
+    model = build_model(hparams, vocabs)
+    started = time.monotonic()
+    history = model.fit(train_ds, epochs=hparams.epochs, steps_per_epoch=steps, verbose=2)
+    model_dir = paths.checkpoints(hparams.hparams_id)
+    _save_model(model, model_dir + MODEL_FILE)
+    storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
+    return {"hparams_id": hparams.hparams_id, "model_dir": model_dir,
+            "objectives": objectives, "train_examples": examples, "epochs": hparams.epochs,
+            "final_loss": float(history.history["loss"][-1]),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
+    model, hparams = _load(paths, hparams_id)
+    vocabs = _vocabularies(paths)
+    counts = _example_counts(paths)
+    result = {"hparams_id": hparams_id, "split": split, "objectives": {}}
+    for objective in hparams.objectives:
+        if counts.get(f"{objective}_{split}", 0) == 0:
+            log.warning("no %s examples in %s: skipped", objective, split)
+            continue
+        ds = data.dataset(data.tfrecord_files(paths, objective, split), vocabs, 512, [objective])
+        labels, probabilities = [], []
+        for inputs, targets, _ in ds:
+            labels.append(targets[objective].numpy())
+            probabilities.append(model(inputs, training=False)[objective].numpy())
+        labels, probabilities = np.concatenate(labels), np.concatenate(probabilities)
+        names = vocabs.labels(objective)
+        if objective == "exclusive":
+            result["objectives"][objective] = metrics.exclusive_metrics(labels, probabilities, names)
+        else:
+            result["objectives"][objective] = metrics.rule_based_metrics(
+                labels, probabilities, names, hparams.rule_threshold)
+    storage.write_json(paths.checkpoints(hparams_id) + f"metrics_{split}.json", result)
+    return result
+
+
+def predict(paths: RunPaths, hparams_id: str) -> dict:
+    """Score every product; stream predictions to gzipped JSON-lines shards."""
+    model, hparams = _load(paths, hparams_id)
+    vocabs = _vocabularies(paths)
+    names = {o: vocabs.labels(o) for o in hparams.objectives}
+    files = data.tfrecord_files(paths, CATALOG_OBJECTIVE, CATALOG_SPLIT)
+    written, shards, handle = 0, 0, None
+    try:
+        for inputs, ids in data.dataset(files, vocabs, 512, keep_ids=True):
+            outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
+            for row, product_id in enumerate(ids.numpy()):
+                if written % PREDICTIONS_PER_SHARD == 0:
+                    if handle:
+                        handle.close()
+                    handle = storage.open_file(f"{paths.predictions_dir}part-{shards:05d}.jsonl.gz",
+                                               "wt", compression="gzip")
+                    shards += 1
+                record = {"id": product_id.decode("utf-8"), "run_id": paths.run_id,
+                          "model": hparams_id}
+                record.update(_describe(outputs, row, names, hparams.rule_threshold))
+                handle.write(json.dumps(record) + "\n")
+                written += 1
+    finally:
+        if handle:
+            handle.close()
+    return {"predictions": written, "shards": shards, "predictions_dir": paths.predictions_dir}
+
+
+def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:
+    described = {}
+    if "exclusive" in outputs:
+        scores = outputs["exclusive"][row]
+        best = int(scores.argmax())
+        category = names["exclusive"][best]
+        described["exclusive"] = {"category": category, "score": round(float(scores[best]), 4),
+                                  "path": category.split(" > ")}
+    if "rule_based" in outputs:
+        scores = outputs["rule_based"][row]
+        top = np.argsort(-scores)[:RULE_TOP_K]
+        described["rule_based"] = [{"category": names["rule_based"][i],
+                                    "score": round(float(scores[i]), 4)}
+                                   for i in top if scores[i] >= threshold]
+    return described
+
+
+class _ServingModule(tf.Module):
+    """Raw serialized tf.Examples in, class probabilities out: TF Transform applied inside."""
+
+    def __init__(self, model, tft_output, vocabs):
+        super().__init__()
+        self.model = model
+        self.transform_layer = tft_output.transform_features_layer()
+        self.vocabs = vocabs
+        spec = raw_feature_spec(vocabs.config)
+        self.raw_spec = {
+            name: tf.io.FixedLenFeature([], f.dtype, default_value="" if f.dtype == tf.string else 0.0)
+            if isinstance(f, tf.io.FixedLenFeature) else f for name, f in spec.items()}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        raw = tf.io.parse_example(examples, self.raw_spec)
+        transformed = self.transform_layer(raw)
+        return dict(self.model(data.to_model_inputs(transformed, self.vocabs), training=False))
+
+
+def export(paths: RunPaths, hparams_id: str) -> dict:
+    model, _ = _load(paths, hparams_id)
+    vocabs = _vocabularies(paths)
+    module = _ServingModule(model, vocabs.tft_output, vocabs)
+    target = paths.checkpoints(hparams_id) + "saved_model"
+    with tempfile.TemporaryDirectory() as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+        _upload_dir(tmp, target)
+    return {"hparams_id": hparams_id, "saved_model": target}
+
+
+def _save_model(model, target: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        model.save(local)
+        with open(local, "rb") as src, storage.open_file(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+
+def _upload_dir(local_dir: str, target: str) -> None:
+    for root, _, files in os.walk(local_dir):
+        for name in files:
+            local = os.path.join(root, name)
+            relative = os.path.relpath(local, local_dir)
+            with open(local, "rb") as src, storage.open_file(f"{target}/{relative}", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+
+
+def _load(paths: RunPaths, hparams_id: str):
+    model_dir = paths.checkpoints(hparams_id)
+    if not storage.exists(model_dir + MODEL_FILE):
+        raise FileNotFoundError(f"no trained model at {model_dir}{MODEL_FILE}: run train first")
+    hparams = HParams.from_dict(storage.read_json(model_dir + HPARAMS_FILE))
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, MODEL_FILE)
+        with storage.open_file(model_dir + MODEL_FILE, "rb") as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        return keras.models.load_model(local), hparams
