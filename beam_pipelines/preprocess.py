@@ -29,7 +29,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 from beam_pipelines import preprocessing
 from beam_pipelines.raw_schema import BadRecord, raw_schema, to_raw_instance
 from shared_config import features
-from shared_config.cli import finish_stage, setup_logging
+from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import CATALOG_OBJECTIVE, CATALOG_SPLIT, OBJECTIVES, RunPaths
 from shared_config.splits import split_for
 
@@ -143,7 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--max-bad-ratio", type=float, default=0.05,
                         help="fail when more than this share of products is quarantined")
     args, beam_args = parser.parse_known_args(argv)
-    paths = RunPaths.for_run(args.run_id)
+    paths = run_paths(parser, args.run_id)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     finish_stage(paths, "preprocess", run(paths, beam_args, args.max_bad_ratio))
 

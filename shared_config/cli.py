@@ -16,6 +16,9 @@ RESULT_MARKER = "PRODCAT_RESULT "
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("opensearch").setLevel(logging.WARNING)
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
 
 
 def finish_stage(paths, stage: str, result: dict) -> None:
@@ -37,3 +40,13 @@ def parse_result(output: str) -> dict:
         if line.startswith(RESULT_MARKER):
             return json.loads(line[len(RESULT_MARKER):])
     raise ValueError("the stage printed no result line")
+
+
+def run_paths(parser, run_id: str):
+    """The run's paths, or a usage error (exit 2, nothing written) for a bad id or prefix."""
+    from shared_config.paths import RunPaths
+
+    try:
+        return RunPaths.for_run(run_id)
+    except ValueError as err:
+        parser.error(str(err))

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 
 from shared_config import storage
-from shared_config.cli import emit_result, setup_logging
+from shared_config.cli import emit_result, run_paths, setup_logging
 from shared_config.paths import RunPaths
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--params", default="{}", help="the run's parameters as JSON")
     args = parser.parse_args(argv)
-    paths = RunPaths.for_run(args.run_id)
+    paths = run_paths(parser, args.run_id)
     if args.command == "create":
         try:
             params = json.loads(args.params)

@@ -105,12 +105,20 @@ class ProductStore:
         body = {"query": query} if query else None
         return int(self.client.count(index=self.index, body=body)["count"])
 
+    def search(self, query: dict, size: int = 10) -> list[dict]:
+        body = {"size": size, "query": query, "sort": [{"id": "asc"}]}
+        return [hit["_source"] for hit in self.backend.search(self.index, body)["hits"]["hits"]]
+
     def get(self, product_id: str) -> dict:
         return self.client.get(index=self.index, id=product_id)["_source"]
 
-    def _bulk(self, actions: Iterable[dict], chunk_size: int) -> int:
-        """Send actions in chunks; raise with the first reasons if any failed."""
-        done, failures = 0, []
+    def _bulk(self, actions: Iterable[dict], chunk_size: int) -> tuple[int, dict[str, str]]:
+        """Send actions in chunks; return how many succeeded and why each other failed.
+
+        Connection errors raise (the caller may retry the whole batch); a document
+        the store rejected is reported by id with the store's reason.
+        """
+        done, failures = 0, {}
         for ok, item in self.backend.helpers.streaming_bulk(
             self.client, actions, chunk_size=chunk_size, raise_on_error=False,
             raise_on_exception=True, max_retries=3,
@@ -118,21 +126,27 @@ class ProductStore:
             if ok:
                 done += 1
             else:
-                failures.append(item)
-        if failures:
-            raise StoreError(f"{len(failures)} bulk actions failed, first: {failures[:3]}")
-        return done
+                (result,) = item.values()
+                error = result.get("error", {})
+                reason = error.get("reason", error) if isinstance(error, dict) else error
+                failures[result.get("_id")] = f"{result.get('status')}: {reason}"
+        return done, failures
 
     def index_products(self, products: Iterable[dict], chunk_size: int = 1000) -> int:
         actions = ({"_op_type": "index", "_index": self.index, "_id": p["id"], "_source": p}
                    for p in products)
-        return self._bulk(actions, chunk_size)
+        done, failures = self._bulk(actions, chunk_size)
+        if failures:
+            raise StoreError(f"{len(failures)} products were rejected, first: "
+                             f"{list(failures.items())[:3]}")
+        return done
 
-    def update_partial(self, updates: Iterable[tuple[str, dict]], chunk_size: int = 500) -> int:
-        """Apply ``(product_id, fields)`` partial updates; a missing product is an error."""
+    def update_partial(self, updates: Iterable[tuple[str, dict]],
+                       chunk_size: int = 500) -> dict[str, str]:
+        """Apply ``(product_id, fields)`` partial updates; return the rejected ids and why."""
         actions = ({"_op_type": "update", "_index": self.index, "_id": pid, "doc": fields}
                    for pid, fields in updates)
-        return self._bulk(actions, chunk_size)
+        return self._bulk(actions, chunk_size)[1]
 
     def iter_products(self, page_size: int = 1000, keep_alive: str = "5m") -> Iterator[dict]:
         """Every product once, in pages, over a point in time with ``search_after``."""

@@ -13,7 +13,7 @@ import logging
 import time
 
 from shared_config import storage
-from shared_config.cli import finish_stage, setup_logging
+from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import RunPaths
 from store.client import ProductStore
 
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--page-size", type=int, default=1000)
     parser.add_argument("--shard-size", type=int, default=100_000)
     args = parser.parse_args(argv)
-    paths = RunPaths.for_run(args.run_id)
+    paths = run_paths(parser, args.run_id)
     result = dump_products(ProductStore.from_settings(), paths, args.page_size, args.shard_size)
     finish_stage(paths, "dump", result)
 

@@ -21,8 +21,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from shared_config.cli import finish_stage, setup_logging  # noqa: E402
-from shared_config.paths import OBJECTIVES, InvalidId, RunPaths, validate_id  # noqa: E402
+from shared_config.cli import finish_stage, run_paths, setup_logging  # noqa: E402
+from shared_config.paths import OBJECTIVES, InvalidId, validate_id  # noqa: E402
 from trainer.hparams import MODEL_TYPES, HParams  # noqa: E402
 
 log = logging.getLogger("prodcat.trainer")
@@ -71,8 +71,8 @@ def main(argv=None) -> None:
     setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
+    paths = run_paths(parser, args.run_id)
     try:
-        paths = RunPaths.for_run(args.run_id)
         hparams = hparams_from_args(args)
         if args.hparams_id:
             validate_id(args.hparams_id, "hparams_id")

@@ -1,0 +1,75 @@
+# prodcat: `make demo` runs one real catalogue run end to end; `make test` runs the tests.
+# Both install what they need first; a second run reinstalls nothing that is up to date.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENVS := $(CURDIR)/.venvs
+ML_PYTHON := $(VENVS)/ml/bin/python
+AIRFLOW_PYTHON := $(VENVS)/airflow/bin/python
+STATE := $(CURDIR)/.prodcat
+
+export PYTHONPATH := $(CURDIR)
+export AIRFLOW_HOME ?= $(STATE)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+export PRODCAT_ML_PYTHON ?= $(ML_PYTHON)
+export PRODCAT_AIRFLOW_BIN ?= $(VENVS)/airflow/bin/airflow
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help install demo test airflow-ui lock lint-docker clean
+
+help:
+	@echo "make demo        install, start the local stack, run catalog_train once, print a summary"
+	@echo "make test        install and run the test suite"
+	@echo "make airflow-ui  serve the Airflow UI (and scheduler) on http://localhost:8080"
+	@echo "make lock        re-pin requirements/*.lock.txt from requirements/*.in"
+	@echo "make clean       remove the environments and local state"
+
+install: $(VENVS)/ml/.installed $(VENVS)/airflow/.installed $(STATE)/.rabbitmq-installed $(AIRFLOW_HOME)/.migrated
+
+$(VENVS)/%/.installed: requirements/%.lock.txt
+	@echo "==> installing the $* environment (pinned in $<)"
+	rm -rf $(VENVS)/$*
+	$(PYTHON) -m venv $(VENVS)/$*
+	$(VENVS)/$*/bin/pip install --quiet --upgrade pip==25.3
+	$(VENVS)/$*/bin/pip install --quiet --requirement $<
+	touch $@
+
+$(STATE)/.rabbitmq-installed:
+	@mkdir -p $(STATE)
+	@if ! command -v rabbitmq-server >/dev/null; then \
+	  echo "==> installing rabbitmq-server (Debian package)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	fi
+	touch $@
+
+$(AIRFLOW_HOME)/.migrated: $(VENVS)/airflow/.installed
+	@echo "==> preparing the Airflow database in $(AIRFLOW_HOME)"
+	mkdir -p $(AIRFLOW_HOME)
+	$(VENVS)/airflow/bin/airflow db migrate >$(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -n 30 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	touch $@
+
+demo: install
+	$(ML_PYTHON) -m local_stack.demo
+
+test: install
+	$(ML_PYTHON) -m pytest tests/ml
+	$(AIRFLOW_PYTHON) -m pytest tests/airflow
+
+airflow-ui: install
+	$(VENVS)/airflow/bin/airflow standalone
+
+lint-docker: $(VENVS)/airflow/.installed
+	$(VENVS)/airflow/bin/hadolint docker/*.Dockerfile
+
+lock:
+	for env in ml airflow; do \
+	  rm -rf /tmp/prodcat-lock-$$env && $(PYTHON) -m venv /tmp/prodcat-lock-$$env && \
+	  /tmp/prodcat-lock-$$env/bin/pip install --quiet -r requirements/$$env.in && \
+	  /tmp/prodcat-lock-$$env/bin/pip freeze > requirements/$$env.lock.txt; \
+	done
+
+clean:
+	rm -rf $(VENVS) $(STATE)

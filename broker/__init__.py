@@ -1,0 +1,1 @@
+"""Predictions to the store through RabbitMQ: the publisher and the updater (consumer)."""

@@ -1,0 +1,98 @@
+"""
+### catalog_train
+
+One training run over the whole catalogue: dump the products from the store,
+preprocess them with Beam + TF Transform, train and evaluate the multi-objective
+classifier, predict every product and publish the predictions to RabbitMQ,
+from where the updater writes them into the store.
+
+Every file of the run lives under `{prefix}/runs/{run_id}/` (see `shared_config/paths.py`).
+Each ML stage runs through its command-line entry point in the ML environment.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from airflow.sdk import Param, TaskGroup, dag, task
+
+from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
+
+
+@dag(
+    dag_id="catalog_train",
+    schedule="@weekly",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["prodcat"],
+    doc_md=__doc__,
+    params={
+        "run_id": Param("", type="string", title="Run id",
+                        description="Folder name of this run under {prefix}/runs/. Letters, digits "
+                                    "and '_.:+=-'. Empty: derived from Airflow's run id."),
+        "objectives": Param(["exclusive", "rule_based"], type="array",
+                            items={"type": "string", "enum": ["exclusive", "rule_based"]},
+                            title="Objectives",
+                            description="exclusive: one category per product from human labels; "
+                                        "rule_based: categories from the legacy keyword rules."),
+        "model_type": Param("dnn", type="string", enum=["dnn", "linear"], title="Model type",
+                            description="dnn: shared hidden layers; linear: logistic regression."),
+        "epochs": Param(10, type="integer", minimum=1, maximum=1000, title="Epochs"),
+        "batch_size": Param(64, type="integer", minimum=1, maximum=65536, title="Batch size"),
+    },
+)
+def catalog_train():
+    @task
+    def create_run(params=None, dag_run=None) -> str:
+        run_id = run_id_for(params["run_id"], dag_run.run_id)
+        run_stage("shared_config.runs", "create", "--run-id", run_id,
+                  "--params", json.dumps(dict(params)))
+        return run_id
+
+    @task
+    def dump_products(run_id: str) -> dict:
+        return run_stage("store.dump", "--run-id", run_id)
+
+    @task
+    def preprocess(run_id: str) -> dict:
+        return run_stage("beam_pipelines.preprocess", "--run-id", run_id)
+
+    @task
+    def train(run_id: str, params=None) -> str:
+        return run_stage("trainer.controller", "train", "--run-id", run_id,
+                         *trainer_flags(params))["hparams_id"]
+
+    @task
+    def evaluate(run_id: str, hparams_id: str) -> dict:
+        return run_stage("trainer.controller", "evaluate", "--run-id", run_id,
+                         "--hparams-id", hparams_id)
+
+    @task
+    def predict(run_id: str, hparams_id: str) -> dict:
+        return run_stage("trainer.controller", "predict", "--run-id", run_id,
+                         "--hparams-id", hparams_id)
+
+    @task
+    def publish_predictions(run_id: str) -> dict:
+        return run_stage("broker.publish", "--run-id", run_id)
+
+    @task
+    def record_run_stats(run_id: str) -> dict:
+        return run_stage("shared_config.runs", "record-stats", "--run-id", run_id)
+
+    run_id = create_run()
+    dumped = dump_products(run_id)
+    preprocessed = preprocess(run_id)
+    dumped >> preprocessed
+    with TaskGroup("model", tooltip="train, evaluate, predict"):
+        hparams_id = train(run_id)
+        preprocessed >> hparams_id
+        evaluated = evaluate(run_id, hparams_id)
+        predicted = predict(run_id, hparams_id)
+    published = publish_predictions(run_id)
+    predicted >> published
+    [evaluated, published] >> record_run_stats(run_id)
+
+
+catalog_train()

@@ -1,0 +1,1 @@
+"""Helpers for prodcat's DAG files; importable without TensorFlow."""

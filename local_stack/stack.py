@@ -1,0 +1,66 @@
+"""The whole local stack as one context manager: store, broker node and updater."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from local_stack.services import RabbitNode, ServiceError, start_store
+from shared_config.settings import Settings
+
+log = logging.getLogger("prodcat.local_stack")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_DIR = REPO_ROOT / ".prodcat"
+
+
+def _port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def start_updater(env: dict, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "broker.updater"], cwd=REPO_ROOT,
+                            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+                            stdout=handle, stderr=subprocess.STDOUT)
+
+
+def stop_updater(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@contextlib.contextmanager
+def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: str = "prodcat"):
+    """Start the store, a RabbitMQ node and the updater; stop them all on exit."""
+    if urlparse(settings.store_url).hostname not in ("127.0.0.1", "localhost"):
+        raise ServiceError(f"PRODCAT_STORE_URL={settings.store_url}: the local stack serves "
+                           "the store on 127.0.0.1 only")
+    amqp_port = _port(settings.amqp_url, 5672)
+    store = start_store(_port(settings.store_url, 9200))
+    node = RabbitNode(state_dir / f"rabbitmq-{rabbit_name}", port=amqp_port,
+                      dist_port=amqp_port + 20000, name=rabbit_name)
+    updater = None
+    try:
+        node.start()
+        env = {**os.environ, **settings.as_env()}
+        updater = start_updater(env, state_dir / "logs" / "updater.log")
+        time.sleep(0.5)
+        if updater.poll() is not None:
+            raise ServiceError(f"the updater exited at start; see {state_dir / 'logs' / 'updater.log'}")
+        yield {"store": store, "rabbit": node, "updater": updater}
+    finally:
+        if updater:
+            stop_updater(updater)
+        node.stop()
+        store.close()

@@ -1,0 +1,57 @@
+"""Real services for the tests: an osmem store and a RabbitMQ node of their own."""
+from __future__ import annotations
+
+import shutil
+import socket
+import uuid
+
+import pytest
+
+from local_stack.services import RabbitNode, start_store
+from local_stack.stack import STATE_DIR
+from shared_config.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def store_server():
+    server = start_store(free_port())
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit():
+    # Not under pytest's tmp dir: the node runs as the rabbitmq user, who cannot
+    # enter root's private temporary directories.
+    port = free_port()
+    base_dir = STATE_DIR / "test-rabbitmq" / str(port)
+    node = RabbitNode(base_dir, port=port, dist_port=free_port(), name=f"prodcat-test-{port}")
+    node.start()
+    yield node
+    node.stop()
+    shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def settings(store_server, tmp_path, monkeypatch) -> Settings:
+    """Settings for one test: its own prefix, index and queue on the shared services."""
+    suffix = uuid.uuid4().hex[:8]
+    env = {"PRODCAT_PREFIX": str(tmp_path / "prefix"), "PRODCAT_STORE_URL": store_server.url,
+           "PRODCAT_STORE_INDEX": f"products-{suffix}",
+           "PRODCAT_PREDICTIONS_QUEUE": f"predictions-{suffix}",
+           "PRODCAT_UPDATER_BATCH_SIZE": "50"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return Settings.from_env()
+
+
+@pytest.fixture
+def broker_settings(settings, rabbit, monkeypatch) -> Settings:
+    monkeypatch.setenv("PRODCAT_AMQP_URL", rabbit.url)
+    return Settings.from_env()
