@@ -45,54 +45,54 @@ from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
 def catalog_train():
     @task
     def create_run(params=None, dag_run=None) -> str:
-        run_id = run_id_for(params["run_id"], dag_run.run_id)
-        run_stage("shared_config.runs", "create", "--run-id", run_id,
+        run = run_id_for(params["run_id"], dag_run.run_id)
+        run_stage("shared_config.runs", "create", "--run-id", run,
                   "--params", json.dumps(dict(params)))
-        return run_id
+        return run
 
     @task
-    def dump_products(run_id: str) -> dict:
-        return run_stage("store.dump", "--run-id", run_id)
+    def dump_products(run: str) -> dict:
+        return run_stage("store.dump", "--run-id", run)
 
     @task
-    def preprocess(run_id: str) -> dict:
-        return run_stage("beam_pipelines.preprocess", "--run-id", run_id)
+    def preprocess(run: str) -> dict:
+        return run_stage("beam_pipelines.preprocess", "--run-id", run)
 
     @task
-    def train(run_id: str, params=None) -> str:
-        return run_stage("trainer.controller", "train", "--run-id", run_id,
+    def train(run: str, params=None) -> str:
+        return run_stage("trainer.controller", "train", "--run-id", run,
                          *trainer_flags(params))["hparams_id"]
 
     @task
-    def evaluate(run_id: str, hparams_id: str) -> dict:
-        return run_stage("trainer.controller", "evaluate", "--run-id", run_id,
+    def evaluate(run: str, hparams_id: str) -> dict:
+        return run_stage("trainer.controller", "evaluate", "--run-id", run,
                          "--hparams-id", hparams_id)
 
     @task
-    def predict(run_id: str, hparams_id: str) -> dict:
-        return run_stage("trainer.controller", "predict", "--run-id", run_id,
+    def predict(run: str, hparams_id: str) -> dict:
+        return run_stage("trainer.controller", "predict", "--run-id", run,
                          "--hparams-id", hparams_id)
 
     @task
-    def publish_predictions(run_id: str) -> dict:
-        return run_stage("broker.publish", "--run-id", run_id)
+    def publish_predictions(run: str) -> dict:
+        return run_stage("broker.publish", "--run-id", run)
 
     @task
-    def record_run_stats(run_id: str) -> dict:
-        return run_stage("shared_config.runs", "record-stats", "--run-id", run_id)
+    def record_run_stats(run: str) -> dict:
+        return run_stage("shared_config.runs", "record-stats", "--run-id", run)
 
-    run_id = create_run()
-    dumped = dump_products(run_id)
-    preprocessed = preprocess(run_id)
+    run = create_run()
+    dumped = dump_products(run)
+    preprocessed = preprocess(run)
     dumped >> preprocessed
     with TaskGroup("model", tooltip="train, evaluate, predict"):
-        hparams_id = train(run_id)
+        hparams_id = train(run)
         preprocessed >> hparams_id
-        evaluated = evaluate(run_id, hparams_id)
-        predicted = predict(run_id, hparams_id)
-    published = publish_predictions(run_id)
+        evaluated = evaluate(run, hparams_id)
+        predicted = predict(run, hparams_id)
+    published = publish_predictions(run)
     predicted >> published
-    [evaluated, published] >> record_run_stats(run_id)
+    [evaluated, published] >> record_run_stats(run)
 
 
 catalog_train()
