@@ -47,7 +47,7 @@ def catalog_train():
     def create_run(params=None, dag_run=None) -> str:
         run = run_id_for(params["run_id"], dag_run.run_id)
         run_stage("shared_config.runs", "create", "--run-id", run,
-                  "--params", json.dumps(dict(params)))
+                  "--params", json.dumps(dict(params)), "--airflow-run-id", dag_run.run_id)
         return run
 
     @task

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import quote
 
 from local_stack.stack import REPO_ROOT, running_stack
 from shared_config import storage
@@ -55,19 +56,9 @@ def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: f
     return updated
 
 
-def dag_run_id(run_id: str, env: dict) -> str | None:
-    """Airflow's id of the DAG run that made ``run_id``, for the UI link."""
-    listed = subprocess.run([airflow_bin(), "dags", "list-runs", "catalog_train", "-o", "json"],
-                            cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    try:
-        runs = json.loads(listed.stdout)
-    except json.JSONDecodeError:
-        return None
-    return runs[0]["run_id"] if runs else None
-
-
-def summary(paths: RunPaths, updated: int, sample: dict, airflow_run: str | None) -> str:
+def summary(paths: RunPaths, updated: int, sample: dict) -> str:
     stages = storage.read_json(paths.stats_file("run"))["stages"]
+    airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
     pre = stages["preprocess"]
     lines = [
         "", "prodcat demo: run summary", "=" * 25,
@@ -89,10 +80,10 @@ def summary(paths: RunPaths, updated: int, sample: dict, airflow_run: str | None
     lines += [
         f"predictions published   {stages['publish']['published']}",
         f"documents updated       {updated} (carry prediction_run_id={paths.run_id})",
-        f"sample document         {json.dumps(sample)[:300]}",
+        f"sample document         {json.dumps(sample)}",
         f"run files               {paths.run_dir}",
         "Airflow UI              make airflow-ui, then open "
-        f"http://localhost:8080/dags/catalog_train/runs/{airflow_run or ''}",
+        f"http://localhost:8080/dags/catalog_train/runs/{quote(airflow_run, safe='')}",
     ]
     return "\n".join(lines)
 
@@ -116,8 +107,9 @@ def main(argv=None) -> int:
         run_dag(args.run_id, {"epochs": args.epochs}, env)
         published = storage.read_json(paths.stats_file("publish"))["published"]
         updated = wait_for_updates(store, args.run_id, published, args.update_timeout)
-        sample = (store.search({"term": {"prediction_run_id": args.run_id}}, size=1) or [{}])[0]
-    print(summary(paths, updated, sample, dag_run_id(args.run_id, env)))
+        found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
+        sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction")} if found else {}
+    print(summary(paths, updated, sample))
     if updated < published:
         print(f"error: only {updated} of {published} predictions reached the store", file=sys.stderr)
         return 1

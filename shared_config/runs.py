@@ -1,6 +1,6 @@
 """Run bookkeeping: create a run's directories and manifest; gather its statistics.
 
-``python -m shared_config.runs create --run-id R --params '{...}'``
+``python -m shared_config.runs create --run-id R --params '{...}' [--airflow-run-id A]``
 ``python -m shared_config.runs record-stats --run-id R``
 """
 from __future__ import annotations
@@ -14,10 +14,11 @@ from shared_config.cli import emit_result, run_paths, setup_logging
 from shared_config.paths import RunPaths
 
 
-def create_run(paths: RunPaths, params: dict) -> dict:
+def create_run(paths: RunPaths, params: dict, airflow_run_id: str | None = None) -> dict:
     for directory in paths.local_dirs():
         storage.makedirs(directory)
     manifest = {"run_id": paths.run_id, "prefix": paths.prefix, "params": params,
+                "airflow_run_id": airflow_run_id,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     storage.write_json(paths.manifest, manifest)
     return {"run_id": paths.run_id, "run_dir": paths.run_dir}
@@ -42,6 +43,7 @@ def main(argv=None) -> None:
     parser.add_argument("command", choices=("create", "record-stats"))
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--params", default="{}", help="the run's parameters as JSON")
+    parser.add_argument("--airflow-run-id", help="the Airflow DAG run that made this run")
     args = parser.parse_args(argv)
     paths = run_paths(parser, args.run_id)
     if args.command == "create":
@@ -49,7 +51,7 @@ def main(argv=None) -> None:
             params = json.loads(args.params)
         except json.JSONDecodeError as err:
             parser.error(f"--params is not JSON: {err}")
-        emit_result(create_run(paths, params))
+        emit_result(create_run(paths, params, args.airflow_run_id))
     else:
         emit_result(record_stats(paths))
 

@@ -1,0 +1,73 @@
+"""The catalog_train DAG run through Airflow against the real store and a real RabbitMQ node."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from local_stack.demo import airflow_bin, wait_for_updates
+from local_stack.stack import REPO_ROOT, start_updater, stop_updater
+from shared_config import storage
+from shared_config.paths import RunPaths
+from store import demo_catalog
+from store.client import ProductStore
+from store.load import load_products
+
+PRODUCTS = 300
+
+
+@pytest.fixture
+def airflow_env(broker_settings, tmp_path):
+    if not os.path.exists(airflow_bin()):
+        pytest.fail(f"the Airflow environment is missing ({airflow_bin()}): run `make install`")
+    env = {**os.environ, **broker_settings.as_env(),
+           "PYTHONPATH": str(REPO_ROOT),
+           "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+    return env
+
+
+def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, airflow_env,
+                                                               tmp_path):
+    store = ProductStore.from_settings(broker_settings)
+    load_products(store, demo_catalog.generate(PRODUCTS, seed=11, exclusive_fraction=0.3), recreate=True)
+    updater = start_updater(airflow_env, tmp_path / "updater.log")
+    try:
+        started = time.monotonic()
+        completed = subprocess.run(
+            [airflow_bin(), "dags", "test", "catalog_train", "--conf",
+             json.dumps({"run_id": "e2e-run", "epochs": 2})],
+            cwd=REPO_ROOT, env=airflow_env, capture_output=True, text=True)
+        assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-5000:]
+        updated = wait_for_updates(store, "e2e-run", PRODUCTS, timeout=120)
+    finally:
+        stop_updater(updater)
+    assert updated == PRODUCTS, (tmp_path / "updater.log").read_text()[-3000:]
+
+    paths = RunPaths.for_run("e2e-run", broker_settings.prefix)
+    stats = storage.read_json(paths.stats_file("run"))["stages"]
+    assert stats["dump"]["products"] == PRODUCTS
+    assert stats["preprocess"]["examples"]["catalog_all"] == PRODUCTS
+    assert stats["publish"]["published"] == PRODUCTS
+    assert set(stats["evaluate_valid"]["objectives"]) == {"exclusive", "rule_based"}
+    manifest = storage.read_json(paths.manifest)
+    assert manifest["params"]["epochs"] == 2 and manifest["airflow_run_id"]
+    assert storage.glob(paths.tfrecord_files("exclusive", "train"))
+    assert storage.exists(paths.checkpoints(stats["train"]["hparams_id"]) + "model.keras")
+
+    products = list(store.iter_products())
+    assert len(products) == PRODUCTS
+    for product in products:
+        assert product["prediction_run_id"] == "e2e-run"
+        prediction = product["prediction"]
+        assert prediction["exclusive"]["category"] in demo_catalog.CATEGORY_TREE
+        assert prediction["exclusive"]["path"] == prediction["exclusive"]["category"].split(" > ")
+        assert 0 <= prediction["exclusive"]["score"] <= 1
+        assert prediction["model"] == stats["train"]["hparams_id"]
+        assert product["title"]  # the product's own fields are kept
+    print(f"end-to-end run took {time.monotonic() - started:.0f} s")
