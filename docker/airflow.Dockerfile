@@ -1,0 +1,20 @@
+# Airflow 3 image for every Airflow service. The DAGs run each ML stage with the
+# ML environment's Python (PRODCAT_ML_PYTHON), installed here as a separate venv
+# so Airflow's own dependencies never meet TensorFlow's.
+FROM apache/airflow:3.3.2-python3.11
+
+ENV PYTHONPATH=/opt/prodcat \
+    PRODCAT_ML_PYTHON=/opt/venvs/ml/bin/python \
+    AIRFLOW__CORE__DAGS_FOLDER=/opt/prodcat/dags \
+    AIRFLOW__CORE__LOAD_EXAMPLES=False
+
+COPY --chown=airflow:0 requirements/ml.lock.txt /opt/prodcat/requirements/ml.lock.txt
+RUN python -m venv /opt/venvs/ml \
+    && /opt/venvs/ml/bin/pip install --no-cache-dir --requirement /opt/prodcat/requirements/ml.lock.txt
+
+COPY --chown=airflow:0 shared_config /opt/prodcat/shared_config
+COPY --chown=airflow:0 store /opt/prodcat/store
+COPY --chown=airflow:0 broker /opt/prodcat/broker
+COPY --chown=airflow:0 beam_pipelines /opt/prodcat/beam_pipelines
+COPY --chown=airflow:0 trainer /opt/prodcat/trainer
+COPY --chown=airflow:0 dags /opt/prodcat/dags
