@@ -88,18 +88,7 @@ def summary(paths: RunPaths, updated: int, sample: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    setup_logging()
-    parser = argparse.ArgumentParser(prog="python -m local_stack.demo", description=__doc__)
-    parser.add_argument("--products", type=int, default=3000)
-    parser.add_argument("--run-id", default="demo-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S"))
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--update-timeout", type=float, default=300)
-    args = parser.parse_args(argv)
-    validate_id(args.run_id, "run_id")
-    settings = Settings.from_env()
-    paths = RunPaths.for_run(args.run_id, settings.prefix)
-    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
+def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
     with running_stack(settings):
         store = ProductStore.from_settings(settings)
         loaded = load_products(store, demo_catalog.generate(args.products), recreate=True)
@@ -109,6 +98,30 @@ def main(argv=None) -> int:
         updated = wait_for_updates(store, args.run_id, published, args.update_timeout)
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction")} if found else {}
+    return updated, published, sample
+
+
+
+def main(argv=None) -> int:
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="python -m local_stack.demo", description=__doc__)
+    parser.add_argument("--products", type=int, default=3000)
+    parser.add_argument("--run-id", default="demo-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S"))
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--update-timeout", type=float, default=300)
+    args = parser.parse_args(argv)
+    try:
+        validate_id(args.run_id, "run_id")
+        settings = Settings.from_env()
+    except ValueError as err:
+        parser.error(str(err))
+    paths = RunPaths.for_run(args.run_id, settings.prefix)
+    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
+    try:
+        updated, published, sample = run_demo(args, settings, paths, env)
+    except (RuntimeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(summary(paths, updated, sample))
     if updated < published:
         print(f"error: only {updated} of {published} predictions reached the store", file=sys.stderr)
