@@ -9,6 +9,8 @@ import json
 
 import fsspec
 
+SHARD_NAME = "part-{:05d}.jsonl.gz"
+
 
 def filesystem(path: str):
     fs, _ = fsspec.core.url_to_fs(path)
@@ -16,10 +18,13 @@ def filesystem(path: str):
 
 
 def open_file(path: str, mode: str = "rb", compression: str | None = None):
-    """Open one file; parents of a local file are created when writing."""
+    """One file, to use in a ``with`` block (closing it uploads a remote file).
+
+    Parents of a local file are created when writing.
+    """
     if "w" in mode or "a" in mode:
         makedirs(path.rsplit("/", 1)[0])
-    return fsspec.open(path, mode, compression=compression).open()
+    return fsspec.open(path, mode, compression=compression)
 
 
 def makedirs(path: str) -> None:
@@ -47,3 +52,39 @@ def write_json(path: str, payload) -> None:
 def read_json(path: str):
     with open_file(path, "r") as handle:
         return json.load(handle)
+
+
+class ShardedJsonlWriter:
+    """Write records as gzipped JSON lines, ``per_shard`` records per file, streaming.
+
+    Files are ``{directory}part-00000.jsonl.gz``, ``part-00001...``; only the current
+    shard is open, so memory stays flat however many records are written.
+    """
+
+    def __init__(self, directory: str, per_shard: int):
+        if per_shard < 1:
+            raise ValueError("records per shard must be positive")
+        self.directory, self.per_shard = directory, per_shard
+        self.records = self.shards = 0
+        self._current = self._handle = None
+
+    def write(self, record: dict) -> None:
+        if self.records % self.per_shard == 0:
+            self._close_shard()
+            self._current = open_file(self.directory + SHARD_NAME.format(self.shards), "wt",
+                                      compression="gzip")
+            self._handle = self._current.__enter__()
+            self.shards += 1
+        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.records += 1
+
+    def _close_shard(self) -> None:
+        if self._current is not None:
+            self._current.__exit__(None, None, None)
+            self._current = self._handle = None
+
+    def __enter__(self) -> "ShardedJsonlWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._close_shard()

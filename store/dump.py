@@ -8,7 +8,6 @@ current shard, so memory stays flat however large the catalogue is.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 
@@ -22,31 +21,19 @@ log = logging.getLogger("prodcat.dump")
 
 def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
                   shard_size: int = 100_000) -> dict:
-    if shard_size < 1 or page_size < 1:
-        raise ValueError("page size and shard size must be positive")
-    products = shards = 0
-    handle = None
+    if page_size < 1:
+        raise ValueError("the page size must be positive")
     started = time.monotonic()
-    try:
+    with storage.ShardedJsonlWriter(paths.dump_dir, shard_size) as shards:
         for product in store.iter_products(page_size=page_size):
-            if products % shard_size == 0:
-                if handle:
-                    handle.close()
-                path = f"{paths.dump_dir}part-{shards:05d}.jsonl.gz"
-                handle = storage.open_file(path, "wt", compression="gzip")
-                shards += 1
-            handle.write(json.dumps(product, ensure_ascii=False) + "\n")
-            products += 1
-            if products % (page_size * 10) == 0:
-                log.info("dumped %d products", products)
-    finally:
-        if handle:
-            handle.close()
-    if products == 0:
+            shards.write(product)
+            if shards.records % (page_size * 10) == 0:
+                log.info("dumped %d products", shards.records)
+    if shards.records == 0:
         raise RuntimeError(f"the store index {store.index!r} holds no products: nothing to dump")
     seconds = time.monotonic() - started
-    log.info("dumped %d products into %d shards in %.1f s", products, shards, seconds)
-    return {"products": products, "shards": shards, "dump_dir": paths.dump_dir,
+    log.info("dumped %d products into %d shards in %.1f s", shards.records, shards.shards, seconds)
+    return {"products": shards.records, "shards": shards.shards, "dump_dir": paths.dump_dir,
             "seconds": round(seconds, 2)}
 
 

@@ -1,8 +1,6 @@
 """What each controller command does: train, evaluate, predict, export."""
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import math
 import os
@@ -98,26 +96,16 @@ def predict(paths: RunPaths, hparams_id: str) -> dict:
     vocabs = _vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
     files = data.tfrecord_files(paths, CATALOG_OBJECTIVE, CATALOG_SPLIT)
-    written, shards, handle = 0, 0, None
-    try:
+    with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
         for inputs, ids in data.dataset(files, vocabs, 512, keep_ids=True):
             outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
             for row, product_id in enumerate(ids.numpy()):
-                if written % PREDICTIONS_PER_SHARD == 0:
-                    if handle:
-                        handle.close()
-                    handle = storage.open_file(f"{paths.predictions_dir}part-{shards:05d}.jsonl.gz",
-                                               "wt", compression="gzip")
-                    shards += 1
                 record = {"id": product_id.decode("utf-8"), "run_id": paths.run_id,
                           "model": hparams_id}
                 record.update(_describe(outputs, row, names, hparams.rule_threshold))
-                handle.write(json.dumps(record) + "\n")
-                written += 1
-    finally:
-        if handle:
-            handle.close()
-    return {"predictions": written, "shards": shards, "predictions_dir": paths.predictions_dir}
+                shards.write(record)
+    return {"predictions": shards.records, "shards": shards.shards,
+            "predictions_dir": paths.predictions_dir}
 
 
 def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import uuid
 
 import pytest
@@ -10,12 +9,7 @@ import pytest
 from local_stack.services import RabbitNode, start_store
 from local_stack.stack import STATE_DIR
 from shared_config.settings import Settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.helpers import free_port
 
 
 @pytest.fixture(scope="session")
