@@ -72,4 +72,4 @@ lock:
 	done
 
 clean:
-	rm -rf $(VENVS) $(STATE)
+	rm -rf $(VENVS) $(STATE) /var/lib/rabbitmq/prodcat-nodes/prodcat

@@ -25,14 +25,22 @@ def start_store(port: int = 9200) -> OsmemServer:
     return server
 
 
+# The node runs as the rabbitmq user, who may not be able to enter the checkout
+# (a private temporary directory, say), so its data lives under its own home.
+NODES_DIR = Path("/var/lib/rabbitmq/prodcat-nodes")
+
+
 @dataclass
 class RabbitNode:
     """A RabbitMQ node of its own (name, ports, data dir) beside any system one."""
 
-    base_dir: Path
     port: int = 5672
     dist_port: int = 25672
     name: str = "prodcat"
+
+    @property
+    def base_dir(self) -> Path:
+        return NODES_DIR / self.name
 
     @property
     def node(self) -> str:
@@ -78,6 +86,8 @@ class RabbitNode:
         raise ServiceError(f"RabbitMQ node {self.node} did not come up in {timeout:.0f} s; "
                            f"see {self.base_dir / 'log'}")
 
-    def stop(self) -> None:
+    def stop(self, remove_data: bool = False) -> None:
         subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], env=self._env(),
                        capture_output=True)
+        if remove_data:
+            shutil.rmtree(self.base_dir, ignore_errors=True)

@@ -48,8 +48,7 @@ def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: 
                            "the store on 127.0.0.1 only")
     amqp_port = _port(settings.amqp_url, 5672)
     store = start_store(_port(settings.store_url, 9200))
-    node = RabbitNode(state_dir / f"rabbitmq-{rabbit_name}", port=amqp_port,
-                      dist_port=amqp_port + 20000, name=rabbit_name)
+    node = RabbitNode(port=amqp_port, dist_port=amqp_port + 20000, name=rabbit_name)
     updater = None
     try:
         node.start()

@@ -1,13 +1,11 @@
 """Real services for the tests: an osmem store and a RabbitMQ node of their own."""
 from __future__ import annotations
 
-import shutil
 import uuid
 
 import pytest
 
 from local_stack.services import RabbitNode, start_store
-from local_stack.stack import STATE_DIR
 from shared_config.settings import Settings
 from tests.helpers import free_port
 
@@ -21,15 +19,11 @@ def store_server():
 
 @pytest.fixture(scope="session")
 def rabbit():
-    # Not under pytest's tmp dir: the node runs as the rabbitmq user, who cannot
-    # enter root's private temporary directories.
     port = free_port()
-    base_dir = STATE_DIR / "test-rabbitmq" / str(port)
-    node = RabbitNode(base_dir, port=port, dist_port=free_port(), name=f"prodcat-test-{port}")
+    node = RabbitNode(port=port, dist_port=free_port(), name=f"prodcat-test-{port}")
     node.start()
     yield node
-    node.stop()
-    shutil.rmtree(base_dir, ignore_errors=True)
+    node.stop(remove_data=True)
 
 
 @pytest.fixture
