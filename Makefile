@@ -59,7 +59,7 @@ test: install
 	$(AIRFLOW_PYTHON) -m pytest tests/airflow
 
 airflow-ui: install
-	$(VENVS)/airflow/bin/airflow standalone
+	PATH="$(VENVS)/airflow/bin:$$PATH" AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True airflow standalone
 
 lint-docker: $(VENVS)/airflow/.installed
 	$(VENVS)/airflow/bin/hadolint docker/*.Dockerfile
