@@ -18,11 +18,12 @@ export PRODCAT_ML_PYTHON ?= $(ML_PYTHON)
 export PRODCAT_AIRFLOW_BIN ?= $(VENVS)/airflow/bin/airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test airflow-ui lock lint-docker clean
+.PHONY: help install demo test up airflow-ui lock lint-docker clean
 
 help:
 	@echo "make demo        install, start the local stack, run catalog_train once, print a summary"
 	@echo "make test        install and run the test suite"
+	@echo "make up          keep the local stack (store, RabbitMQ, updater) running until Ctrl-C"
 	@echo "make airflow-ui  serve the Airflow UI (and scheduler) on http://localhost:8080"
 	@echo "make lock        re-pin requirements/*.lock.txt from requirements/*.in"
 	@echo "make clean       remove the environments and local state"
@@ -57,6 +58,9 @@ demo: install
 test: install
 	$(ML_PYTHON) -m pytest tests/ml
 	$(AIRFLOW_PYTHON) -m pytest tests/airflow
+
+up: install
+	$(ML_PYTHON) -m local_stack.up
 
 airflow-ui: install
 	PATH="$(VENVS)/airflow/bin:$$PATH" AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True airflow standalone

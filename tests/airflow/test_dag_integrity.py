@@ -26,11 +26,10 @@ def test_dag_files_do_not_load_tensorflow(dagbag):
 
 def test_catalog_train_runs_the_stages_in_order(dagbag):
     dag = dagbag.dags["catalog_train"]
-    order = ["create_run", "dump_products", "preprocess", "model.train", "model.predict",
-             "publish_predictions", "record_run_stats"]
+    order = ["create_run", "dump_products", "preprocess", "model.train", "model.evaluate",
+             "model.predict", "publish_predictions", "record_run_stats"]
     for upstream, downstream in zip(order, order[1:]):
-        assert downstream in dag.get_task(upstream).get_flat_relative_ids(upstream=False)
-    assert "model.evaluate" in dag.get_task("record_run_stats").get_flat_relative_ids(upstream=True)
+        assert downstream in dag.get_task(upstream).downstream_task_ids
 
 
 def test_catalog_train_is_scheduled_and_has_a_trigger_form(dagbag):
