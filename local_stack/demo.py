@@ -1,6 +1,7 @@
 """``make demo``: one real catalogue run, end to end, on the local stack.
 
-Starts the store, a RabbitMQ node and the updater, loads the demo catalogue,
+Starts the store, a RabbitMQ node and the updater, loads the demo catalogue
+(built from real public data; the labelling oracle reveals a few exact labels),
 runs the ``catalog_train`` DAG once through Airflow (``airflow dags test``),
 waits until the updater has written the predictions into the store, and prints
 a summary of every stage.
@@ -17,6 +18,7 @@ import sys
 import time
 from urllib.parse import quote
 
+from catalog_data import oracle, reviews_catalog
 from local_stack.stack import REPO_ROOT, running_stack
 from shared_config import storage
 from shared_config.cli import setup_logging
@@ -24,7 +26,7 @@ from shared_config.paths import RunPaths, validate_id
 from shared_config.settings import Settings
 from store import demo_catalog
 from store.client import ProductStore
-from store.load import load_products
+from store.load import load_products, read_jsonl
 
 log = logging.getLogger("prodcat.demo")
 
@@ -56,13 +58,15 @@ def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: f
     return updated
 
 
-def summary(paths: RunPaths, updated: int, sample: dict) -> str:
+def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str:
     stages = storage.read_json(paths.stats_file("run"))["stages"]
     airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
     pre = stages["preprocess"]
     lines = [
         "", "prodcat demo: run summary", "=" * 25,
         f"run id                  {paths.run_id}",
+        f"catalogue               {catalogue['catalogue']}",
+        f"exclusive labels        {catalogue['labelled']}",
         f"products dumped         {stages['dump']['products']}",
         f"quarantined             {pre['quarantined']}",
         "examples per objective/split:",
@@ -88,24 +92,42 @@ def summary(paths: RunPaths, updated: int, sample: dict) -> str:
     return "\n".join(lines)
 
 
+def load_catalogue(store: ProductStore, args) -> dict:
+    """The real demo catalogue plus oracle labels, or a generated one."""
+    if args.catalog == "generated":
+        loaded = load_products(store, demo_catalog.generate(args.products), recreate=True)
+        return {"catalogue": f"generated ({loaded['loaded']} products)", "labelled": "built in"}
+    directory = reviews_catalog.default_dir()
+    if not (directory / "catalog.jsonl.gz").exists():
+        reviews_catalog.build(directory)
+    loaded = load_products(store, read_jsonl(str(directory / "catalog.jsonl.gz")), recreate=True)
+    labelled = oracle.label(store, directory, args.label_budget, "random", seed=0)
+    return {"catalogue": f"women's clothing reviews ({loaded['loaded']} products)",
+            "labelled": f"{labelled['labelled']} products (random, budget {args.label_budget})"}
+
+
 def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
     with running_stack(settings):
         store = ProductStore.from_settings(settings)
-        loaded = load_products(store, demo_catalog.generate(args.products), recreate=True)
-        log.info("loaded %d demo products into the store", loaded["loaded"])
+        catalogue = load_catalogue(store, args)
+        log.info("catalogue loaded: %s", catalogue)
         run_dag(args.run_id, {"epochs": args.epochs}, env)
         published = storage.read_json(paths.stats_file("publish"))["published"]
         updated = wait_for_updates(store, args.run_id, published, args.update_timeout)
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction")} if found else {}
-    return updated, published, sample
+    return updated, published, sample, catalogue
 
 
 
 def main(argv=None) -> int:
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m local_stack.demo", description=__doc__)
-    parser.add_argument("--products", type=int, default=3000)
+    parser.add_argument("--catalog", choices=("reviews", "generated"), default="reviews",
+                        help="reviews: the real demo catalogue; generated: a small synthetic one")
+    parser.add_argument("--products", type=int, default=3000, help="size of a generated catalogue")
+    parser.add_argument("--label-budget", default="2%",
+                        help="exclusive labels the oracle reveals on the real catalogue")
     parser.add_argument("--run-id", default="demo-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--update-timeout", type=float, default=300)
@@ -118,11 +140,11 @@ def main(argv=None) -> int:
     paths = RunPaths.for_run(args.run_id, settings.prefix)
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
     try:
-        updated, published, sample = run_demo(args, settings, paths, env)
+        updated, published, sample, catalogue = run_demo(args, settings, paths, env)
     except (RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(summary(paths, updated, sample))
+    print(summary(paths, updated, sample, catalogue))
     if updated < published:
         print(f"error: only {updated} of {published} predictions reached the store", file=sys.stderr)
         return 1
