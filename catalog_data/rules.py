@@ -25,14 +25,33 @@ def ancestors_and_self(category: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Rule:
-    pattern: re.Pattern
+    words: tuple[str, ...]
     category: str
-    fields: tuple[str, ...]
+    fields: tuple[str, ...] = DEFAULT_FIELDS
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+_TOKEN = re.compile(r"[\w'-]+")
+MAX_WORDS = 3  # a rule's keyword is one to three words
 
 
 class RuleLabeller:
+    """Matches every keyword by looking up the text's 1- to 3-word n-grams: the
+    cost per product does not grow with the number of rules."""
+
     def __init__(self, rules: list[Rule]):
         self.rules = rules
+        self._index: dict[tuple[str, ...], dict[tuple[str, ...], set[str]]] = {}
+        for rule in rules:
+            by_words = self._index.setdefault(rule.fields, {})
+            for word in rule.words:
+                key = tuple(tokens(word))
+                if not 0 < len(key) <= MAX_WORDS:
+                    raise ValueError(f"rule keyword {word!r} must be 1 to {MAX_WORDS} words")
+                by_words.setdefault(key, set()).update(ancestors_and_self(rule.category))
 
     @classmethod
     def from_file(cls, path: str | Path = DEFAULT_RULES) -> "RuleLabeller":
@@ -42,23 +61,22 @@ class RuleLabeller:
             words, category = spec.get("words"), spec.get("category")
             if not words or not isinstance(category, str) or not category.strip():
                 raise ValueError(f"{path}: rule {i + 1} needs 'words' and a 'category'")
-            fields = tuple(spec.get("fields") or DEFAULT_FIELDS)
-            rules.append(Rule(_word_pattern(words), category, fields))
+            rules.append(Rule(tuple(words), category, tuple(spec.get("fields") or DEFAULT_FIELDS)))
         return cls(rules)
 
     def labels(self, product: dict) -> list[str]:
         """Every category a rule matches, with its ancestors; sorted, no duplicates."""
         found: set[str] = set()
-        for rule in self.rules:
-            if any(isinstance(product.get(f), str) and rule.pattern.search(product[f])
-                   for f in rule.fields):
-                found.update(ancestors_and_self(rule.category))
+        for fields, by_words in self._index.items():
+            for field in fields:
+                text = product.get(field)
+                if not isinstance(text, str):
+                    continue
+                words = tokens(text)
+                for size in range(1, MAX_WORDS + 1):
+                    for start in range(len(words) - size + 1):
+                        found.update(by_words.get(tuple(words[start:start + size]), ()))
         return sorted(found)
-
-
-def _word_pattern(words: list[str]) -> re.Pattern:
-    alternatives = "|".join(re.escape(w.lower()) for w in sorted(words, key=len, reverse=True))
-    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
 
 
 def report(pairs, categories: list[str]) -> dict:
