@@ -26,7 +26,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata
 
-from beam_pipelines import preprocessing
+from beam_pipelines import images, preprocessing
 from beam_pipelines.raw_schema import BadRecord, raw_schema, to_raw_instance
 from shared_config import features
 from shared_config.cli import finish_stage, run_paths, setup_logging
@@ -38,22 +38,80 @@ NAMESPACE = "prodcat"
 GOOD, BAD = "good", "bad"
 
 
+QUARANTINE_SAMPLE_CHARS = 2_000  # enough to recognise the record; the dump keeps it whole
+
+
+def _quarantine(kind: str, reason: str, record: str) -> dict:
+    Metrics.counter(NAMESPACE, f"quarantined_{kind}").inc()
+    return {"kind": kind, "reason": reason, "record": record[:QUARANTINE_SAMPLE_CHARS]}
+
+
 class ParseProduct(beam.DoFn):
     """JSON line -> raw instance, or a quarantine record with the reason."""
 
     def __init__(self, config):
         self.config = config
         self.read = Metrics.counter(NAMESPACE, "products_read")
-        self.quarantined = Metrics.counter(NAMESPACE, "quarantined")
 
     def process(self, line: str):
         self.read.inc()
         try:
-            yield to_raw_instance(json.loads(line), self.config)
-        except (json.JSONDecodeError, BadRecord) as err:
-            self.quarantined.inc()
-            reason = f"{type(err).__name__}: {err}"
-            yield beam.pvalue.TaggedOutput(BAD, {"reason": reason, "record": line[:10_000]})
+            product = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            yield beam.pvalue.TaggedOutput(BAD, _quarantine("not_json", f"not JSON: {err}", line))
+            return
+        try:
+            yield to_raw_instance(product, self.config)
+        except BadRecord as err:
+            yield beam.pvalue.TaggedOutput(BAD, _quarantine(err.kind, str(err), line))
+
+
+class FetchImages(beam.DoFn):
+    """A batch of distinct image references -> (ref, bytes); failures to the quarantine."""
+
+    def __init__(self, policy: images.FetchPolicy):
+        self.policy = policy
+        self.fetched = Metrics.counter(NAMESPACE, "images_fetched")
+
+    def process(self, refs):
+        for ref, data, reason in images.fetch_all(list(refs), self.policy):
+            if data is None:
+                yield beam.pvalue.TaggedOutput(BAD, _quarantine("image", f"image {reason}", ref))
+                yield ref, b""
+            else:
+                self.fetched.inc()
+                yield ref, data
+
+
+def attach_images(products, image_fields: list[str], policy: images.FetchPolicy):
+    """Replace each image reference by its bytes, fetching every distinct one once.
+
+    A product whose image cannot be used keeps its other features and an empty
+    image; the reference and the reason go to the quarantine.
+    """
+    problems = []
+    for field in image_fields:
+        fetched = (
+            products
+            | f"Refs_{field}" >> beam.Map(lambda p, f=field: p[f])
+            | f"NonEmpty_{field}" >> beam.Filter(bool)
+            | f"Distinct_{field}" >> beam.Distinct()
+            | f"Batch_{field}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
+            | f"Fetch_{field}" >> beam.ParDo(FetchImages(policy)).with_outputs(BAD, main=GOOD))
+        problems.append(fetched[BAD])
+        keyed = products | f"KeyBy_{field}" >> beam.Map(lambda p, f=field: (p[f], p))
+        products = (
+            {"products": keyed, "images": fetched[GOOD]}
+            | f"Join_{field}" >> beam.CoGroupByKey()
+            | f"Attach_{field}" >> beam.FlatMap(_with_bytes, field))
+    return products, problems
+
+
+def _with_bytes(joined, field: str):
+    _, grouped = joined
+    data = next(iter(grouped["images"]), b"")
+    for product in grouped["products"]:
+        yield {**product, field: data}
 
 
 def _objectives_and_splits(example: dict):
@@ -67,18 +125,22 @@ def _objectives_and_splits(example: dict):
     return targets
 
 
-def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: str) -> None:
+def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: str,
+                   policy: images.FetchPolicy) -> None:
     with tft_beam.Context(temp_dir=temp_dir):
         parsed = (
             pipeline
             | "ReadDump" >> beam.io.ReadFromText(paths.dump_dir + "*.jsonl.gz")
             | "Parse" >> beam.ParDo(ParseProduct(config)).with_outputs(BAD, main=GOOD)
         )
-        _ = (parsed[BAD]
+        products, image_problems = attach_images(
+            parsed[GOOD], [f.name for f in config.of_kind("image")], policy)
+        _ = ((parsed[BAD], *image_problems)
+             | "AllQuarantined" >> beam.Flatten()
              | "QuarantineJson" >> beam.Map(json.dumps)
              | "WriteQuarantine" >> beam.io.WriteToText(
                  paths.quarantine_dir + "bad_records", file_name_suffix=".jsonl"))
-        raw = (parsed[GOOD], dataset_metadata.DatasetMetadata(raw_schema(config)))
+        raw = (products, dataset_metadata.DatasetMetadata(raw_schema(config)))
         transformed, transform_fn = raw | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
             preprocessing.preprocessing_fn, output_record_batches=False)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(paths.transform_fn_dir)
@@ -107,20 +169,27 @@ def _counters(result) -> dict:
     return totals
 
 
-def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float) -> dict:
+def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float,
+        policy: images.FetchPolicy = images.FetchPolicy()) -> dict:
     config = features.load()
     options = PipelineOptions(beam_args or ["--runner=DirectRunner"])
     with tempfile.TemporaryDirectory(prefix="prodcat-tft-") as local_temp:
         temp_dir = options.get_all_options().get("temp_location") or local_temp
         pipeline = beam.Pipeline(options=options)
-        build_pipeline(pipeline, paths, config, temp_dir)
+        build_pipeline(pipeline, paths, config, temp_dir, policy)
         result = pipeline.run()
         result.wait_until_finish()
     counts = _counters(result)
-    read, bad = counts.get("products_read", 0), counts.get("quarantined", 0)
+    reasons = {k.removeprefix("quarantined_"): v for k, v in sorted(counts.items())
+               if k.startswith("quarantined_")}
+    image_problems = reasons.pop("image", 0)
+    read, bad = counts.get("products_read", 0), sum(reasons.values())
     summary = {
         "products_read": read,
         "quarantined": bad,
+        "quarantined_by_reason": reasons,
+        "images_fetched": counts.get("images_fetched", 0),
+        "images_unusable": image_problems,
         "examples": {k.removeprefix("examples_"): v for k, v in sorted(counts.items())
                      if k.startswith("examples_")},
         "transform_fn_dir": paths.transform_fn_dir,
@@ -142,10 +211,23 @@ def main(argv=None) -> None:
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--max-bad-ratio", type=float, default=0.05,
                         help="fail when more than this share of products is quarantined")
+    defaults = images.FetchPolicy()
+    parser.add_argument("--image-timeout", type=float, default=defaults.timeout,
+                        help="seconds per image request")
+    parser.add_argument("--image-max-bytes", type=int, default=defaults.max_bytes)
+    parser.add_argument("--image-retries", type=int, default=defaults.retries)
+    parser.add_argument("--image-concurrency", type=int, default=defaults.concurrency,
+                        help="image requests in flight per worker")
     args, beam_args = parser.parse_known_args(argv)
     paths = run_paths(parser, args.run_id)
+    if not 0 <= args.max_bad_ratio <= 1:
+        parser.error("--max-bad-ratio must be between 0 and 1")
+    if min(args.image_timeout, args.image_max_bytes, args.image_concurrency) <= 0 or args.image_retries < 0:
+        parser.error("image timeout, size limit and concurrency must be positive, retries >= 0")
+    policy = images.FetchPolicy(timeout=args.image_timeout, max_bytes=args.image_max_bytes,
+                                retries=args.image_retries, concurrency=args.image_concurrency)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    finish_stage(paths, "preprocess", run(paths, beam_args, args.max_bad_ratio))
+    finish_stage(paths, "preprocess", run(paths, beam_args, args.max_bad_ratio, policy))
 
 
 if __name__ == "__main__":

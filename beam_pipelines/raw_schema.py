@@ -1,11 +1,17 @@
 """The raw product schema the TF Transform job reads, derived from the feature config.
 
 Also turns one dumped product (a JSON object) into a raw instance, or says why
-it cannot: such a product goes to the quarantine, never silently away.
+it cannot: such a product goes to the quarantine, never silently away. Text is
+normalised here, where Python's full Unicode and HTML support is at hand (NFKC,
+HTML entities, invisible format characters); the rest of the cleaning is in the
+TF graph, so the exported model applies it at serving time too.
 """
 from __future__ import annotations
 
+import html
 import math
+import re
+import unicodedata
 
 import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
@@ -13,19 +19,22 @@ from tensorflow_transform.tf_metadata import schema_utils
 from shared_config.features import FeatureConfig
 
 ID_KEY = "id"
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
 class BadRecord(ValueError):
-    """A product that cannot be preprocessed; the message is the quarantine reason."""
+    """A product that cannot be preprocessed; ``kind`` names the reason for the metrics."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 def raw_feature_spec(config: FeatureConfig) -> dict:
     spec = {ID_KEY: tf.io.FixedLenFeature([], tf.string)}
     for feature in config.features:
-        if feature.kind == "dense":
-            spec[feature.name] = tf.io.FixedLenFeature([], tf.float32)
-        else:
-            spec[feature.name] = tf.io.FixedLenFeature([], tf.string)
+        dtype = tf.float32 if feature.kind == "dense" else tf.string
+        spec[feature.name] = tf.io.FixedLenFeature([], dtype)
     for objective in config.label_fields:
         spec[objective] = tf.io.VarLenFeature(tf.string)
     return spec
@@ -35,40 +44,59 @@ def raw_schema(config: FeatureConfig):
     return schema_utils.schema_from_feature_spec(raw_feature_spec(config))
 
 
+def normalise_text(text: str) -> str:
+    """NFKC, HTML entities decoded, invisible format characters removed."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", html.unescape(text)))
+
+
 def to_raw_instance(product, config: FeatureConfig) -> dict:
-    """One product as the dict TF Transform reads; raise BadRecord with the reason."""
+    """One product as the dict TF Transform reads; raise BadRecord with the reason.
+
+    Image features carry the image *reference* here; the job replaces it with the
+    fetched bytes.
+    """
     if not isinstance(product, dict):
-        raise BadRecord(f"not a JSON object but {type(product).__name__}")
+        raise BadRecord("not_an_object", f"not a JSON object but {type(product).__name__}")
     product_id = product.get(config.id_field)
     if not isinstance(product_id, str) or not product_id.strip():
-        raise BadRecord(f"missing or empty '{config.id_field}'")
+        raise BadRecord("missing_id", f"missing or empty '{config.id_field}'")
+    if len(product_id) > 512:
+        raise BadRecord("oversized", f"'{config.id_field}' is {len(product_id)} characters")
     instance = {ID_KEY: product_id}
     for feature in config.features:
         value = product.get(feature.name)
         if feature.kind == "dense":
             instance[feature.name] = _number(feature.name, value)
-        elif value is None:
-            instance[feature.name] = ""
-        elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            instance[feature.name] = str(value)
-        else:
-            raise BadRecord(f"'{feature.name}' should be text, got {type(value).__name__}")
+            continue
+        if value is None:
+            value = ""
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise BadRecord("wrong_type",
+                            f"'{feature.name}' should be text, got {type(value).__name__}")
+        if len(value) > config.max_field_chars:
+            raise BadRecord("oversized", f"'{feature.name}' is {len(value):,} characters, over "
+                                         f"the {config.max_field_chars:,} limit")
+        instance[feature.name] = value.strip() if feature.kind == "image" else normalise_text(value)
     for objective, field in config.label_fields.items():
         instance[objective] = _labels(field, product.get(field))
     if len(instance["exclusive"]) > 1:
-        raise BadRecord("an exclusive label names one category, not a list")
+        raise BadRecord("bad_label", "an exclusive label names one category, not a list")
     return instance
 
 
 def _number(name: str, value) -> float:
     if value is None or value == "":
         return 0.0
+    if isinstance(value, bool):
+        raise BadRecord("wrong_type", f"'{name}' should be a number, got a boolean")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise BadRecord(f"'{name}' should be a number, got {value!r:.80}") from None
+        raise BadRecord("wrong_type", f"'{name}' should be a number, got {value!r:.80}") from None
     if not math.isfinite(number):
-        raise BadRecord(f"'{name}' is not finite: {value!r}")
+        raise BadRecord("wrong_type", f"'{name}' is not finite: {value!r}")
     return number
 
 
@@ -79,4 +107,4 @@ def _labels(field: str, value) -> list[str]:
         return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return [v for v in value if v]
-    raise BadRecord(f"'{field}' should be a category or a list of categories")
+    raise BadRecord("bad_label", f"'{field}' should be a category or a list of categories")

@@ -15,7 +15,7 @@ import yaml
 from shared_config.paths import OBJECTIVES
 
 DEFAULT_PATH = Path(__file__).with_name("features.yaml")
-KINDS = ("text", "categorical", "dense")
+KINDS = ("text", "categorical", "dense", "image")
 DENSE_TRANSFORMS = ("log", "none")
 
 
@@ -30,6 +30,7 @@ class Feature:
     vocab_size: int = 0
     embedding_dim: int = 0
     transform: str = "none"
+    image_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class FeatureConfig:
     num_oov_buckets: int
     features: tuple[Feature, ...]
     label_fields: dict[str, str]
+    max_field_chars: int = 100_000
 
     def of_kind(self, kind: str) -> list[Feature]:
         return [f for f in self.features if f.kind == kind]
@@ -58,11 +60,15 @@ def load(path: str | os.PathLike | None = None) -> FeatureConfig:
     oov = raw.get("num_oov_buckets", 1)
     if not isinstance(oov, int) or oov < 1:
         raise FeatureConfigError(f"{path}: num_oov_buckets must be an integer >= 1")
+    max_chars = raw.get("max_field_chars", 100_000)
+    if not _positive_int(max_chars):
+        raise FeatureConfigError(f"{path}: max_field_chars must be a positive integer")
     return FeatureConfig(
         id_field=str(raw.get("id_field", "id")),
         num_oov_buckets=oov,
         features=features,
         label_fields={objective: str(spec["field"]) for objective, spec in labels.items()},
+        max_field_chars=max_chars,
     )
 
 
@@ -77,6 +83,7 @@ def _feature(path: Path, name: str, spec) -> Feature:
         vocab_size=spec.get("vocab_size", 0),
         embedding_dim=spec.get("embedding_dim", 0),
         transform=spec.get("transform", "none"),
+        image_size=spec.get("image_size", 0),
     )
     if kind in ("text", "categorical") and not _positive_int(feature.vocab_size):
         raise FeatureConfigError(f"{where}: vocab_size must be a positive integer")
@@ -84,6 +91,8 @@ def _feature(path: Path, name: str, spec) -> Feature:
         raise FeatureConfigError(f"{where}: embedding_dim must be a positive integer")
     if kind == "dense" and feature.transform not in DENSE_TRANSFORMS:
         raise FeatureConfigError(f"{where}: transform must be one of {DENSE_TRANSFORMS}")
+    if kind == "image" and not _positive_int(feature.image_size):
+        raise FeatureConfigError(f"{where}: image_size (pixels per side) must be a positive integer")
     return feature
 
 

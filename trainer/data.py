@@ -39,6 +39,18 @@ def _dense_from_sparse(ids: tf.SparseTensor, values, width: int) -> tf.Tensor:
     return tf.scatter_nd(coords, values, tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))
 
 
+def decode_images(encoded: tf.Tensor, size: int) -> tf.Tensor:
+    """PNG/JPEG/GIF/BMP bytes -> [batch, size, size, 1] greyscale in [0, 1]; no image -> zeros."""
+    def one(data):
+        return tf.cond(
+            tf.strings.length(data) > 0,
+            lambda: tf.image.resize(tf.io.decode_image(data, channels=1, expand_animations=False),
+                                    [size, size]),
+            lambda: tf.zeros([size, size, 1]))
+
+    return tf.map_fn(one, encoded, fn_output_signature=tf.float32) / 255.0
+
+
 def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
     inputs = {}
     for feature in vocabs.config.features:
@@ -47,6 +59,8 @@ def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
             inputs[feature.name] = _dense_from_sparse(ids, weights.values, vocabs.input_size(feature))
         elif feature.kind == "categorical":
             inputs[feature.name] = batch[feature.name]
+        elif feature.kind == "image":
+            inputs[feature.name] = decode_images(batch[feature.name], feature.image_size)
         else:
             inputs[feature.name] = tf.reshape(batch[feature.name], [-1, 1])
     return inputs

@@ -22,6 +22,10 @@ def build_model(hparams: HParams, vocabs: Vocabularies) -> keras.Model:
             embedding = keras.layers.Embedding(vocabs.input_size(feature), feature.embedding_dim,
                                                name=f"{feature.name}_embedding")
             encoded.append(embedding(inputs[feature.name]))
+        elif feature.kind == "image":
+            size = feature.image_size
+            inputs[feature.name] = keras.Input((size, size, 1), name=feature.name)
+            encoded.append(keras.layers.Flatten(name=f"{feature.name}_pixels")(inputs[feature.name]))
         else:
             inputs[feature.name] = keras.Input((1,), name=feature.name)
             encoded.append(inputs[feature.name])
