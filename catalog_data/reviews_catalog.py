@@ -14,7 +14,9 @@ it has none it is derived, deterministically, as the README's data table says:
   small"), ``image`` (a Fashion-MNIST picture of the matching garment type, one per
   real product; none for types Fashion-MNIST lacks);
 - ``rule_labels``: the legacy rule labeller; ``exclusive_label``: empty until the
-  labelling oracle reveals some.
+  labelling oracle reveals some;
+- feed glitches, as real feeds have them: one listing in 2,000 has its description
+  repeated past any sane length, and one real product in 50 has a dead image link.
 
 The true category (``Department > Class``) goes to a separate ground-truth file,
 never to the store. ``python -m catalog_data.reviews_catalog`` builds it all.
@@ -52,6 +54,7 @@ FASHION_MNIST_TYPE = {"Dresses": "Dress", "Knits": "T-shirt/top", "Blouses": "Sh
 _SIZE = re.compile(r"\b(?:size|sized|ordered|bought|got|wear|wearing)\s+(?:an?\s+|the\s+|my\s+usual\s+)?"
                    r"(xxs|xs|xl|xxl|s|m|l|small|medium|large|petite|\d{1,2})\b", re.IGNORECASE)
 _SIZE_NAMES = {"small": "S", "medium": "M", "large": "L", "petite": "P"}
+GLITCH_EVERY, DEAD_LINK_EVERY = 2000, 50
 
 
 def stable_int(*parts) -> int:
@@ -103,10 +106,13 @@ def build(out_dir: Path, cache: Path | None = None) -> dict:
             department = review[8] if isinstance(review[8], str) else ""
             klass = review[9] if isinstance(review[9], str) else ""
             affiliate = AFFILIATES[stable_int("affiliate", row) % len(AFFILIATES)]
+            description = review[3] if isinstance(review[3], str) else ""
+            if row % GLITCH_EVERY == GLITCH_EVERY - 1:
+                description = (description + " ") * (200_000 // (len(description) + 1) + 1)
             product = {
                 "id": f"{affiliate}-{row:05d}",
                 "title": review[2] if isinstance(review[2], str) else "",
-                "description": review[3] if isinstance(review[3], str) else "",
+                "description": description,
                 "brand": BRANDS[stable_int("brand", clothing_id) % len(BRANDS)],
                 "raw_category": raw_category(affiliate, department, klass, row),
                 "gender": "women",
@@ -137,6 +143,8 @@ def _image(clothing_id: int, klass: str, images, by_type: dict, image_dir: Path)
     garment = FASHION_MNIST_TYPE.get(klass)
     if not garment:
         return ""
+    if stable_int("dead-link", clothing_id) % DEAD_LINK_EVERY == 0:
+        return (image_dir / f"removed-{clothing_id}.png").resolve().as_uri()
     candidates = by_type[garment]
     index = candidates[stable_int("image", clothing_id) % len(candidates)]
     path = image_dir / f"fashion-mnist-train-{index:05d}.png"

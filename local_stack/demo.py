@@ -68,7 +68,10 @@ def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str
         f"catalogue               {catalogue['catalogue']}",
         f"exclusive labels        {catalogue['labelled']}",
         f"products dumped         {stages['dump']['products']}",
-        f"quarantined             {pre['quarantined']}",
+        f"quarantined             {pre['quarantined']}"
+        + "".join(f"\n  {reason:<22}{count}" for reason, count in pre["quarantined_by_reason"].items()),
+        f"images                  {pre['images_fetched']} fetched, {pre['images_unusable']} unusable "
+        f"(reasons in {pre['quarantine_dir']})",
         "examples per objective/split:",
         *(f"  {name:<22}{count}" for name, count in sorted(pre["examples"].items())),
         f"model                   {stages['train']['hparams_id']}",
