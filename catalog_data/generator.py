@@ -92,7 +92,8 @@ class ScaleGenerator:
             "gender": rng.choice(("", "unisex", "women", "men", "kids")),
             "size": rng.choice(("", "S", "M", "L", "XL", "42", "one size")),
             "price": round(rng.lognormvariate(3.4, 1.0), 2),
-            "image": f"https://images.{affiliate}.example/{i:09d}.jpg",
+            # No image: a generated catalogue must never send a run to hosts that do not exist.
+            "image": "",
             "exclusive_label": "",
             "label_source": "",
             "_true_category": leaf,
@@ -121,7 +122,7 @@ class ScaleGenerator:
     def _add_noise(product: dict, rng: random.Random) -> dict:
         roll = rng.random()
         if roll < 0.10:
-            product[rng.choice(("description", "brand", "raw_category", "size", "image"))] = None
+            product[rng.choice(("description", "brand", "raw_category", "size"))] = None
         elif roll < 0.15:
             del product[rng.choice(("gender", "price", "description"))]
         elif roll < 0.20:

@@ -1,0 +1,92 @@
+"""Benchmark: the preprocessing job against a one-process scikit-learn featurisation.
+
+Generates N products (the scale generator), then runs, each in its own process:
+- prodcat's Beam + TF Transform job (DirectRunner): clean, tokenise, top-k
+  vocabularies, TF-IDF for title/description/raw category, categorical indices,
+  log-scaled price, label encoding, TFRecords per objective/split;
+- scikit-learn: the same featurisation with ``TfidfVectorizer`` (same vocabulary
+  sizes), top-k label encoding of the categoricals, ``MultiLabelBinarizer`` and
+  ``LabelEncoder`` for the labels, written to ``.npz``.
+Prints products per second and peak memory (max RSS) of each, and their ratio.
+Images are left out of both: generated products carry none.
+
+    .venvs/ml/bin/python -m benchmarks.preprocess_benchmark --n 100000
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from catalog_data.generator import ScaleGenerator
+from catalog_data.taxonomy import Taxonomy
+from shared_config import features
+from shared_config.paths import RunPaths
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_dump(paths: RunPaths, n: int) -> None:
+    os.makedirs(paths.dump_dir, exist_ok=True)
+    with gzip.open(paths.dump_dir + "part-00000.jsonl.gz", "wt", encoding="utf-8") as dump:
+        for product in ScaleGenerator(Taxonomy.shopify(), seed=1).products(n):
+            product.pop("_true_category")
+            dump.write(json.dumps(product, ensure_ascii=False) + "\n")
+
+
+def config_without_images(directory: Path) -> Path:
+    raw = yaml.safe_load(features.DEFAULT_PATH.read_text())
+    raw["features"] = {k: v for k, v in raw["features"].items() if v["kind"] != "image"}
+    path = directory / "features-no-image.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def measure(command: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of one child process."""
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{command} failed:\n{process.stderr.read()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
+        paths = RunPaths.for_run("bench", tmp)
+        print(f"generating {args.n:,} products ...", flush=True)
+        write_dump(paths, args.n)
+        env = {**os.environ, "PRODCAT_PREFIX": tmp, "PYTHONPATH": str(REPO),
+               "PRODCAT_FEATURE_CONFIG": str(config_without_images(Path(tmp))),
+               "TF_CPP_MIN_LOG_LEVEL": "3"}
+        results = {
+            "beam + tf.transform (DirectRunner)": measure(
+                [sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", "bench"], env),
+            "scikit-learn, one process": measure(
+                [sys.executable, "-m", "benchmarks.sklearn_featurise", paths.dump_dir, tmp], env),
+        }
+    print(f"\n{args.n:,} products on {os.cpu_count()} cores")
+    print(f"{'pipeline':<38}{'seconds':>9}{'products/s':>12}{'peak MiB':>10}")
+    for name, (seconds, peak) in results.items():
+        print(f"{name:<38}{seconds:>9.1f}{args.n / seconds:>12,.0f}{peak:>10,.0f}")
+    (beam_s, beam_mem), (sk_s, sk_mem) = results.values()
+    print(f"ratio beam / scikit-learn: time {beam_s / sk_s:.2f}x, peak memory {beam_mem / sk_mem:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
