@@ -6,7 +6,7 @@ from shared_config import features
 def test_default_config_lists_every_kind():
     config = features.load()
     kinds = {f.kind for f in config.features}
-    assert kinds == {"text", "categorical", "dense"}
+    assert kinds == {"text", "categorical", "dense", "image"}
     assert config.label_fields == {"exclusive": "exclusive_label", "rule_based": "rule_labels"}
     brand = next(f for f in config.features if f.name == "brand")
     assert (brand.vocab_size, brand.embedding_dim) == (5000, 10)
@@ -34,4 +34,12 @@ def test_bad_configs_say_what_is_wrong(tmp_path, body, complaint):
     path = tmp_path / "bad.yaml"
     path.write_text(body)
     with pytest.raises(features.FeatureConfigError, match=complaint):
+        features.load(path)
+
+
+def test_image_features_need_a_size(tmp_path):
+    path = tmp_path / "f.yaml"
+    path.write_text("features:\n  image: {kind: image}\n"
+                    "labels:\n  exclusive: {field: e}\n  rule_based: {field: r}\n")
+    with pytest.raises(features.FeatureConfigError, match="image_size"):
         features.load(path)
