@@ -28,7 +28,7 @@ from tensorflow_transform.tf_metadata import dataset_metadata
 
 from beam_pipelines import images, preprocessing
 from beam_pipelines.raw_schema import BadRecord, raw_schema, to_raw_instance
-from shared_config import features
+from shared_config import features, storage
 from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import CATALOG_OBJECTIVE, CATALOG_SPLIT, OBJECTIVES, RunPaths
 from shared_config.splits import split_for
@@ -195,6 +195,7 @@ def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float,
         "transform_fn_dir": paths.transform_fn_dir,
         "quarantine_dir": paths.quarantine_dir,
     }
+    storage.write_json(paths.example_counts, summary["examples"])
     if read == 0:
         raise RuntimeError(f"no products found under {paths.dump_dir}")
     if bad / read > max_bad_ratio:

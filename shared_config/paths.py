@@ -23,6 +23,7 @@ TEMPLATES = {
     "manifest": "{prefix}/runs/{run_id}/run.json",
     "dump": "{prefix}/runs/{run_id}/dump/",
     "tfrecords": "{prefix}/runs/{run_id}/tfrecords/{objective}_{split}.tfrecords",
+    "example_counts": "{prefix}/runs/{run_id}/tfrecords/counts.json",
     "transform_fn": "{prefix}/runs/{run_id}/transform_fn/",
     "quarantine": "{prefix}/runs/{run_id}/quarantine/",
     "checkpoints": "{prefix}/runs/{run_id}/checkpoints/{hparams_id}/",
@@ -107,6 +108,11 @@ class RunPaths:
     @property
     def dump_dir(self) -> str:
         return self._fill("dump")
+
+    @property
+    def example_counts(self) -> str:
+        """How many examples each ``{objective}_{split}`` holds, written beside them."""
+        return self._fill("example_counts")
 
     @property
     def transform_fn_dir(self) -> str:

@@ -31,7 +31,7 @@ def _vocabularies(paths: RunPaths) -> data.Vocabularies:
 
 
 def _example_counts(paths: RunPaths) -> dict:
-    return storage.read_json(paths.stats_file("preprocess"))["examples"]
+    return storage.read_json(paths.example_counts)
 
 
 def train(paths: RunPaths, hparams: HParams) -> dict:

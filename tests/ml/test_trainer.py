@@ -1,0 +1,85 @@
+"""The trainer: metrics, hyperparameters, the controller's checks, and a train → export round trip."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shared_config import storage
+from store import demo_catalog
+from trainer import metrics
+from trainer.controller import main as controller_main
+from trainer.hparams import HParams
+from tests.ml.test_preprocessing import run_job
+
+
+def test_exclusive_metrics_on_a_hand_made_case():
+    labels = np.array([0, 0, 1, 2])
+    probabilities = np.array([[.9, .1, 0], [.2, .8, 0], [.1, .9, 0], [.5, .4, .1]])
+    result = metrics.exclusive_metrics(labels, probabilities, ["a", "b", "c"])
+    assert result["accuracy"] == 0.5
+    assert result["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert result["per_class"]["b"]["precision"] == 0.5 and result["per_class"]["b"]["recall"] == 1
+    assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+
+
+def test_rule_based_metrics_use_the_threshold():
+    labels = np.array([[1, 0], [1, 1], [0, 0]])
+    probabilities = np.array([[.7, .6], [.4, .9], [.1, .2]])
+    result = metrics.rule_based_metrics(labels, probabilities, ["x", "y"], threshold=0.5)
+    assert result["micro_precision"] == pytest.approx(2 / 3)
+    assert result["micro_recall"] == pytest.approx(2 / 3)
+    assert result["per_class"]["y"]["support"] == 1
+
+
+def test_hparams_id_follows_the_hyperparameters():
+    assert HParams().hparams_id == HParams().hparams_id
+    assert HParams(epochs=3).hparams_id != HParams().hparams_id
+    assert HParams.from_dict(HParams(hidden_units=(8,)).to_dict()) == HParams(hidden_units=(8,))
+    with pytest.raises(ValueError):
+        HParams(model_type="forest")
+    with pytest.raises(ValueError):
+        HParams(objectives=("exclusive", "sentiment"))
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["train", "--run-id", "../x"], "not allowed"),
+    (["train", "--run-id", "ok", "--objectives", "nope"], "objectives"),
+    (["evaluate", "--run-id", "ok", "--hparams-id", "a/b"], "not allowed"),
+    (["train", "--run-id", "ok", "--epochs", "0"], "positive"),
+])
+def test_controller_refuses_bad_arguments(argv, complaint, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRODCAT_PREFIX", str(tmp_path))
+    with pytest.raises(SystemExit) as exit_info:
+        controller_main(argv)
+    assert exit_info.value.code == 2 and complaint in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
+    products = list(demo_catalog.generate(400, seed=2, exclusive_fraction=0.3))
+    for product in products:
+        product.pop("_true_category")
+    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    controller_main(["train_and_predict", "--run-id", "job", "--epochs", "3"])
+    controller_main(["export", "--run-id", "job", "--epochs", "3"])
+    hparams_id = HParams(epochs=3).hparams_id
+    assert storage.exists(paths.checkpoints(hparams_id) + "hparams.json")
+    assert len(storage.glob(paths.predictions_dir + "part-*.jsonl.gz")) == 1
+
+    served = tf.saved_model.load(paths.checkpoints(hparams_id) + "saved_model")
+    serve = served.signatures["serving_default"]
+
+    def example(title: str) -> bytes:
+        feature = {"id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"])),
+                   "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[title.encode()]))}
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    outputs = serve(examples=tf.constant([example("Acme classic jeans"), example("Acme pot")]))
+    exclusive = outputs["exclusive"].numpy()
+    assert exclusive.shape[0] == 2
+    np.testing.assert_allclose(exclusive.sum(axis=1), 1.0, rtol=1e-4)
+    assert outputs["rule_based"].numpy().shape[0] == 2
