@@ -3,8 +3,8 @@
 Reads the dumped products, quarantines the ones that cannot be read (with the
 reason), analyses and transforms the rest with TF Transform, and writes:
 ``tfrecords/{objective}_{split}.tfrecords-*`` for each objective's labelled
-products, ``tfrecords/catalog_all.tfrecords-*`` for every product (the
-unlabelled pool and the input of prediction), the transform function and its
+products, ``tfrecords/catalog_{split}.tfrecords-*`` for every product of a split
+(the unlabelled pool, and the input of prediction), the transform function and its
 vocabularies under ``transform_fn/``, and bad records under ``quarantine/``.
 
 ``python -m beam_pipelines.preprocess --run-id R [beam pipeline options...]``
@@ -30,7 +30,7 @@ from beam_pipelines import images, preprocessing
 from beam_pipelines.raw_schema import BadRecord, raw_schema, to_raw_instance
 from shared_config import features, storage
 from shared_config.cli import finish_stage, run_paths, setup_logging
-from shared_config.paths import CATALOG_OBJECTIVE, CATALOG_SPLIT, OBJECTIVES, RunPaths
+from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
 from shared_config.splits import split_for
 
 log = logging.getLogger("prodcat.preprocess")
@@ -117,7 +117,7 @@ def _with_bytes(joined, field: str):
 def _objectives_and_splits(example: dict):
     """Which TFRecord files one transformed product belongs to."""
     split = split_for(example["id"])
-    targets = [(CATALOG_OBJECTIVE, CATALOG_SPLIT)]
+    targets = [(CATALOG, split)]
     if example["exclusive_label"] >= 0:
         targets.append(("exclusive", split))
     if len(example["rule_based_labels"]) > 0:
@@ -148,8 +148,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
         coder = tft.coders.ExampleProtoCoder(metadata.schema)
         routed = examples | "Route" >> beam.FlatMap(
             lambda ex: [(target, ex) for target in _objectives_and_splits(ex)])
-        targets = [(o, s) for o in OBJECTIVES for s in ("train", "valid", "test")]
-        targets.append((CATALOG_OBJECTIVE, CATALOG_SPLIT))
+        targets = [(o, s) for o in (*OBJECTIVES, CATALOG) for s in SPLITS]
         for objective, split in targets:
             name = f"{objective}_{split}"
             counter = Metrics.counter(NAMESPACE, f"examples_{name}")

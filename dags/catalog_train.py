@@ -36,8 +36,16 @@ from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
                             title="Objectives",
                             description="exclusive: one category per product from human labels; "
                                         "rule_based: categories from the legacy keyword rules."),
-        "model_type": Param("dnn", type="string", enum=["dnn", "linear"], title="Model type",
-                            description="dnn: shared hidden layers; linear: logistic regression."),
+        "model_type": Param("ssl_gan", type="string",
+                            enum=["ssl_gan", "dnn", "wide_deep", "linear"], title="Model type",
+                            description="ssl_gan: semi-supervised GAN, learns from unlabelled "
+                                        "products too; dnn: hidden layers; wide_deep: DNN plus a "
+                                        "linear part; linear: logistic regression."),
+        "baseline_model_type": Param("dnn", type="string",
+                                     enum=["none", "dnn", "wide_deep", "linear"],
+                                     title="Baseline model type",
+                                     description="A supervised model trained and evaluated beside "
+                                                 "the main one, for comparison; none: skip."),
         "epochs": Param(10, type="integer", minimum=1, maximum=1000, title="Epochs"),
         "batch_size": Param(64, type="integer", minimum=1, maximum=65536, title="Batch size"),
     },
@@ -69,6 +77,16 @@ def catalog_train():
                          "--hparams-id", hparams_id)
 
     @task
+    def train_and_evaluate_baseline(run: str, params=None) -> dict:
+        if params["baseline_model_type"] == "none":
+            return {"skipped": "no baseline asked for"}
+        flags = trainer_flags(params, params["baseline_model_type"])
+        trained = run_stage("trainer.controller", "train", "--run-id", run, "--role", "baseline",
+                            *flags)
+        return run_stage("trainer.controller", "evaluate", "--run-id", run, "--role", "baseline",
+                         "--hparams-id", trained["hparams_id"])
+
+    @task
     def predict(run: str, hparams_id: str) -> dict:
         return run_stage("trainer.controller", "predict", "--run-id", run,
                          "--hparams-id", hparams_id)
@@ -91,9 +109,11 @@ def catalog_train():
         evaluated = evaluate(run, hparams_id)
         predicted = predict(run, hparams_id)
         evaluated >> predicted
+    baseline = train_and_evaluate_baseline(run)
+    preprocessed >> baseline
     published = publish_predictions(run)
     predicted >> published
-    published >> record_run_stats(run)
+    [published, baseline] >> record_run_stats(run)
 
 
 catalog_train()

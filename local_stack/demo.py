@@ -58,6 +58,17 @@ def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: f
     return updated
 
 
+def _metric_lines(model_type: str, evaluation: dict) -> list[str]:
+    lines = []
+    for objective, m in evaluation["objectives"].items():
+        if objective == "exclusive":
+            figures = f"accuracy {m['accuracy']:.3f}  macro-F1 {m['macro_f1']:.3f}"
+        else:
+            figures = f"micro-F1 {m['micro_f1']:.3f}  macro-F1 {m['macro_f1']:.3f}"
+        lines.append(f"  {model_type + ' ' + objective:<22}{figures}  ({m['examples']} examples)")
+    return lines
+
+
 def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str:
     stages = storage.read_json(paths.stats_file("run"))["stages"]
     airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
@@ -74,16 +85,14 @@ def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str
         f"(reasons in {pre['quarantine_dir']})",
         "examples per objective/split:",
         *(f"  {name:<22}{count}" for name, count in sorted(pre["examples"].items())),
-        f"model                   {stages['train']['hparams_id']}",
+        f"model                   {stages['train']['hparams_id']}"
+        + (f" (baseline {stages['baseline_train']['hparams_id']})" if "baseline_train" in stages else ""),
         "validation metrics:",
+        *_metric_lines(stages["train"]["model_type"], stages["evaluate_valid"]),
     ]
-    for objective, m in stages["evaluate_valid"]["objectives"].items():
-        if objective == "exclusive":
-            lines.append(f"  exclusive             accuracy {m['accuracy']:.3f}  macro-F1 "
-                         f"{m['macro_f1']:.3f}  ({m['examples']} examples)")
-        else:
-            lines.append(f"  rule_based            micro-F1 {m['micro_f1']:.3f}  macro-F1 "
-                         f"{m['macro_f1']:.3f}  ({m['examples']} examples)")
+    if "baseline_evaluate_valid" in stages:
+        lines += _metric_lines(stages["baseline_train"]["model_type"],
+                               stages["baseline_evaluate_valid"])
     lines += [
         f"predictions published   {stages['publish']['published']}",
         f"documents updated       {updated} (carry prediction_run_id={paths.run_id})",

@@ -14,9 +14,9 @@ from pathlib import Path
 
 OBJECTIVES = ("exclusive", "rule_based")
 SPLITS = ("train", "valid", "test")
-# Every product, labelled or not, transformed: the unlabelled pool and the
-# input of batch prediction.
-CATALOG_OBJECTIVE, CATALOG_SPLIT = "catalog", "all"
+# Every product of a split, labelled or not: the semi-supervised trainer's pool
+# (train) and, all three together, the input of batch prediction.
+CATALOG = "catalog"
 
 TEMPLATES = {
     "run": "{prefix}/runs/{run_id}",
@@ -136,8 +136,7 @@ class RunPaths:
 
     def tfrecords(self, objective: str, split: str) -> str:
         """Path prefix of one objective/split; writers add ``-SSSSS-of-NNNNN``."""
-        known = {(o, s) for o in OBJECTIVES for s in SPLITS} | {(CATALOG_OBJECTIVE, CATALOG_SPLIT)}
-        if (objective, split) not in known:
+        if objective not in (*OBJECTIVES, CATALOG) or split not in SPLITS:
             raise ValueError(f"unknown objective/split {objective!r}/{split!r}")
         return self._fill("tfrecords", objective=objective, split=split)
 

@@ -15,6 +15,7 @@ from ``--hparams-id``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
@@ -22,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from shared_config.cli import finish_stage, run_paths, setup_logging  # noqa: E402
-from shared_config.paths import OBJECTIVES, InvalidId, validate_id  # noqa: E402
-from trainer.hparams import MODEL_TYPES, HParams  # noqa: E402
+from shared_config.paths import InvalidId, validate_id  # noqa: E402
+from trainer.hparams import MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams  # noqa: E402
 
 log = logging.getLogger("prodcat.trainer")
 COMMANDS = ("train", "evaluate", "predict", "train_and_predict", "export")
@@ -38,33 +39,36 @@ def _csv(kind):
     return parse
 
 
+CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    defaults = HParams()
     parser = argparse.ArgumentParser(prog="python -m trainer.controller", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=COMMANDS)
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--hparams-id", help="use this trained model instead of the flags'")
-    parser.add_argument("--model-type", choices=MODEL_TYPES, default=defaults.model_type)
-    parser.add_argument("--objectives", type=_csv(str), default=defaults.objectives,
-                        help=f"comma-separated, from {','.join(OBJECTIVES)}")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--hidden-units", type=_csv(int), default=defaults.hidden_units)
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--rule-threshold", type=float, default=defaults.rule_threshold)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--split", choices=("valid", "test"), default="valid",
                         help="the split evaluate reports on")
+    parser.add_argument("--role", choices=("model", "baseline"), default="model",
+                        help="baseline: a model trained for comparison; its figures are kept "
+                             "as baseline_* in the run's stats")
+    hyper = parser.add_argument_group("hyperparameters (defaults in trainer/hparams.py)")
+    for field in dataclasses.fields(HParams):
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        flag = "--" + field.name.replace("_", "-")
+        if isinstance(default, tuple):
+            kind = int if default and isinstance(default[0], int) else str
+            hyper.add_argument(flag, type=_csv(kind), default=default,
+                               help=f"comma-separated (default: {','.join(map(str, default))})")
+        else:
+            hyper.add_argument(flag, type=type(default), default=default,
+                               choices=CHOICES.get(field.name), help=f"(default: {default})")
     return parser
 
 
 def hparams_from_args(args) -> HParams:
-    return HParams(model_type=args.model_type, objectives=args.objectives, epochs=args.epochs,
-                   batch_size=args.batch_size, learning_rate=args.learning_rate,
-                   hidden_units=args.hidden_units, dropout=args.dropout,
-                   rule_threshold=args.rule_threshold, seed=args.seed)
+    return HParams(**{field.name: getattr(args, field.name) for field in dataclasses.fields(HParams)})
 
 
 def main(argv=None) -> None:
@@ -81,11 +85,13 @@ def main(argv=None) -> None:
 
     from trainer import task  # TensorFlow loads only once the arguments are good
 
+    prefix = "baseline_" if args.role == "baseline" else ""
     if args.command in ("train", "train_and_predict"):
-        finish_stage(paths, "train", task.train(paths, hparams))
+        finish_stage(paths, f"{prefix}train", task.train(paths, hparams))
     hparams_id = args.hparams_id or hparams.hparams_id
     if args.command == "evaluate":
-        finish_stage(paths, f"evaluate_{args.split}", task.evaluate(paths, hparams_id, args.split))
+        finish_stage(paths, f"{prefix}evaluate_{args.split}",
+                     task.evaluate(paths, hparams_id, args.split))
     if args.command in ("predict", "train_and_predict"):
         finish_stage(paths, "predict", task.predict(paths, hparams_id))
     if args.command == "export":

@@ -7,13 +7,17 @@ from dataclasses import asdict, dataclass, field
 
 from shared_config.paths import OBJECTIVES
 
-MODEL_TYPES = ("dnn", "linear")
+MODEL_TYPES = ("ssl_gan", "dnn", "wide_deep", "linear")
+SCHEDULES = ("joint", "exclusive_only", "rule_then_exclusive", "interleaved")
+RULE_GAN_SIGNALS = ("none", "no_category")
 
 
 @dataclass(frozen=True)
 class HParams:
-    model_type: str = "dnn"
+    model_type: str = "ssl_gan"
     objectives: tuple[str, ...] = OBJECTIVES
+    schedule: str = "joint"
+    pretrain_epochs: int = 2  # rule_then_exclusive: epochs on rule labels alone
     epochs: int = 5
     batch_size: int = 64
     learning_rate: float = 1e-3
@@ -21,6 +25,13 @@ class HParams:
     dropout: float = 0.2
     rule_threshold: float = 0.5
     seed: int = 42
+    # semi-supervised GAN
+    noise_dim: int = 100
+    input_noise: float = 0.1  # std of Gaussian noise on the discriminator's inputs
+    entropy_weight: float = 0.0  # entropy minimisation on real rows (Dai et al. 2017)
+    adversarial_weight: float = 0.0  # the generator's adversarial term beside feature matching
+    rule_gan_signal: str = "none"
+    labelled_share: float = 0.25  # share of each batch drawn from labelled rows
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -32,6 +43,14 @@ class HParams:
             raise ValueError("epochs, batch_size and learning_rate must be positive")
         if not 0 <= self.dropout < 1 or not 0 < self.rule_threshold < 1:
             raise ValueError("dropout must be in [0, 1) and rule_threshold in (0, 1)")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
+        if self.rule_gan_signal not in RULE_GAN_SIGNALS:
+            raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
+        if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:
+            raise ValueError("labelled_share must be in [0, 1], noise_dim >= 1, input_noise >= 0")
+        if not self.hidden_units and self.model_type in ("ssl_gan", "dnn", "wide_deep"):
+            raise ValueError(f"{self.model_type} needs at least one hidden layer")
 
     def to_dict(self) -> dict:
         return asdict(self)

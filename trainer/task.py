@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import tempfile
@@ -15,10 +14,11 @@ import tensorflow_transform as tft
 
 from beam_pipelines.raw_schema import raw_feature_spec
 from shared_config import features, storage
-from shared_config.paths import CATALOG_OBJECTIVE, CATALOG_SPLIT, RunPaths
-from trainer import data, metrics
+from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
+from trainer import data, metrics, training
 from trainer.hparams import HParams
-from trainer.model import build_model
+from trainer.model import build_model, model_inputs
+from trainer.ssl_gan import build_ssl_gan
 
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
@@ -34,34 +34,31 @@ def _example_counts(paths: RunPaths) -> dict:
     return storage.read_json(paths.example_counts)
 
 
+def build(hparams: HParams, vocabs: data.Vocabularies):
+    specs = model_inputs(vocabs)
+    classes = {objective: len(vocabs.labels(objective)) for objective in OBJECTIVES}
+    if hparams.model_type == "ssl_gan":
+        return build_ssl_gan(hparams, specs, classes)
+    return build_model(hparams, specs, classes)
+
+
 def train(paths: RunPaths, hparams: HParams) -> dict:
     keras.utils.set_random_seed(hparams.seed)
     vocabs = _vocabularies(paths)
-    counts = _example_counts(paths)
-    objectives = [o for o in hparams.objectives if counts.get(f"{o}_train", 0) > 0]
-    if not objectives:
-        raise RuntimeError(f"no training examples for {list(hparams.objectives)}: {counts}")
-    # Each objective gets an equal share of every batch, so the few human labels
-    # are not drowned by the many rule-based ones.
-    per_objective = [
-        data.dataset(data.tfrecord_files(paths, o, "train"), vocabs, hparams.batch_size,
-                     hparams.objectives, shuffle=True, repeat=True, seed=hparams.seed).unbatch()
-        for o in objectives
-    ]
-    train_ds = tf.data.Dataset.sample_from_datasets(per_objective, seed=hparams.seed,
-                                                    rerandomize_each_iteration=True)
-    train_ds = train_ds.batch(hparams.batch_size).prefetch(tf.data.AUTOTUNE)
-    examples = sum(counts[f"{o}_train"] for o in objectives)
-    steps = max(1, math.ceil(examples / hparams.batch_size))
-    model = build_model(hparams, vocabs)
-    started = time.monotonic()
-    history = model.fit(train_ds, epochs=hparams.epochs, steps_per_epoch=steps, verbose=2)
+    rows, per_epoch = training.training_rows(paths, hparams, vocabs, _example_counts(paths))
+    model = build(hparams, vocabs)
     model_dir = paths.checkpoints(hparams.hparams_id)
-    _save_model(model, model_dir + MODEL_FILE)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
+    started = time.monotonic()
+    result = training.fit(model, hparams, training.batches_for_epoch(rows, hparams), per_epoch,
+                          model_dir)
+    classifier = model.classifier() if hparams.model_type == "ssl_gan" else model
+    _save_model(classifier, model_dir + MODEL_FILE)
+    losses = {name: values[-1] for name, values in result["history"].items()}
     return {"hparams_id": hparams.hparams_id, "model_dir": model_dir,
-            "objectives": objectives, "train_examples": examples, "epochs": hparams.epochs,
-            "final_loss": float(history.history["loss"][-1]),
+            "model_type": hparams.model_type, "schedule": hparams.schedule,
+            "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
+            "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
             "seconds": round(time.monotonic() - started, 2)}
 
 
@@ -95,7 +92,7 @@ def predict(paths: RunPaths, hparams_id: str) -> dict:
     model, hparams = _load(paths, hparams_id)
     vocabs = _vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
-    files = data.tfrecord_files(paths, CATALOG_OBJECTIVE, CATALOG_SPLIT)
+    files = [f for split in SPLITS for f in data.tfrecord_files(paths, CATALOG, split)]
     with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
         for inputs, ids in data.dataset(files, vocabs, 512, keep_ids=True):
             outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}

@@ -63,8 +63,8 @@ def run_id_for(requested: str, dag_run_id: str) -> str:
     return validate_id(_UNSAFE.sub("-", dag_run_id).strip("-.")[:128], "run_id")
 
 
-def trainer_flags(params: dict) -> list[str]:
-    return ["--model-type", str(params["model_type"]),
+def trainer_flags(params: dict, model_type: str | None = None) -> list[str]:
+    return ["--model-type", str(model_type or params["model_type"]),
             "--objectives", ",".join(params["objectives"]),
             "--epochs", str(params["epochs"]),
             "--batch-size", str(params["batch_size"])]

@@ -30,6 +30,9 @@ def test_catalog_train_runs_the_stages_in_order(dagbag):
              "model.predict", "publish_predictions", "record_run_stats"]
     for upstream, downstream in zip(order, order[1:]):
         assert downstream in dag.get_task(upstream).downstream_task_ids
+    baseline = dag.get_task("train_and_evaluate_baseline")
+    assert "preprocess" in baseline.upstream_task_ids
+    assert "record_run_stats" in baseline.downstream_task_ids
 
 
 def test_catalog_train_is_scheduled_and_has_a_trigger_form(dagbag):
@@ -37,5 +40,6 @@ def test_catalog_train_is_scheduled_and_has_a_trigger_form(dagbag):
     assert dag.timetable.expression == "0 0 * * 0"  # @weekly
     for name in ("run_id", "objectives", "epochs", "model_type"):
         assert dag.params.get_param(name).description or dag.params.get_param(name).schema.get("title")
-    assert dag.params["model_type"] == "dnn"
+    assert dag.params["model_type"] == "ssl_gan"
+    assert dag.params["baseline_model_type"] == "dnn"
     assert dag.doc_md

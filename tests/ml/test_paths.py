@@ -10,7 +10,7 @@ def test_local_prefix_resolves_every_template(tmp_path):
     assert paths.run_dir == f"{tmp_path}/runs/r1"
     assert paths.dump_dir == f"{tmp_path}/runs/r1/dump/"
     assert paths.tfrecords("exclusive", "train") == f"{tmp_path}/runs/r1/tfrecords/exclusive_train.tfrecords"
-    assert paths.tfrecord_files("catalog", "all") == f"{tmp_path}/runs/r1/tfrecords/catalog_all.tfrecords-*"
+    assert paths.tfrecord_files("catalog", "test") == f"{tmp_path}/runs/r1/tfrecords/catalog_test.tfrecords-*"
     assert paths.transform_fn_dir == f"{tmp_path}/runs/r1/transform_fn/"
     assert paths.checkpoints("dnn-1") == f"{tmp_path}/runs/r1/checkpoints/dnn-1/"
     assert paths.predictions_dir == f"{tmp_path}/runs/r1/predictions/"

@@ -14,7 +14,7 @@ from beam_pipelines import images, text_ops
 from beam_pipelines.preprocess import run
 from beam_pipelines.raw_schema import BadRecord, to_raw_instance
 from shared_config import features, storage
-from shared_config.paths import RunPaths
+from shared_config.paths import SPLITS, RunPaths
 
 POLICY = images.FetchPolicy(timeout=1, retries=0)
 
@@ -37,6 +37,10 @@ def read_examples(paths: RunPaths, objective: str, split: str) -> list[dict]:
             examples.append({k: (v.values.numpy().tolist() if isinstance(v, tf.SparseTensor)
                                  else v.numpy()) for k, v in parsed.items()})
     return examples
+
+
+def read_catalogue(paths: RunPaths) -> list[dict]:
+    return [e for split in SPLITS for e in read_examples(paths, "catalog", split)]
 
 
 def vocabulary(paths: RunPaths, name: str) -> list[str]:
@@ -68,7 +72,7 @@ def test_hand_made_products_are_cleaned_encoded_and_routed(tmp_path):
     assert sorted(vocabulary(paths, "brand")) == ["acme", "other"]
     assert sorted(vocabulary(paths, "exclusive")) == ["Dresses", "Tops"]
 
-    catalog = {e["id"].decode(): e for e in read_examples(paths, "catalog", "all")}
+    catalog = {e["id"].decode(): e for e in read_catalogue(paths)}
     assert set(catalog) == {"p1", "p2", "p3"}
     title_vocab = vocabulary(paths, "title")
     p3 = catalog["p3"]
@@ -102,7 +106,7 @@ HOSTILE = [
 
 def test_every_hostile_record_ends_in_the_tfrecords_or_the_quarantine(tmp_path):
     paths, summary = run_job(tmp_path, HOSTILE)
-    kept = {e["id"].decode() for e in read_examples(paths, "catalog", "all")}
+    kept = {e["id"].decode() for e in read_catalogue(paths)}
     quarantined = []
     for path in storage.glob(paths.quarantine_dir + "*.jsonl"):
         with open(path) as rows:

@@ -1,0 +1,108 @@
+"""The semi-supervised GAN's losses, its learning from few labels, schedules and resuming."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import ops
+
+from shared_config import storage
+from trainer import training
+from trainer.hparams import HParams
+from trainer.model import ModelInput, build_model
+from trainer.ssl_gan import build_ssl_gan, discriminator_losses, generator_loss
+
+HP = HParams(hidden_units=(32,), epochs=1, batch_size=32, input_noise=0.0, dropout=0.0)
+
+
+def test_supervised_losses_only_count_the_rows_that_have_labels():
+    real = {"exclusive": ops.convert_to_tensor([[5.0, 0.0], [0.0, 5.0]]),
+            "rule_based": ops.convert_to_tensor([[9.0], [-9.0]]), "features": ops.zeros((2, 3))}
+    fake = {"exclusive": ops.convert_to_tensor([[-20.0, -20.0]]),
+            "rule_based": ops.convert_to_tensor([[0.0]]), "features": ops.zeros((1, 3))}
+    targets = {"exclusive": ops.convert_to_tensor([0, 0]),
+               "rule_based": ops.convert_to_tensor([[1.0], [1.0]])}
+    weights = {"exclusive": ops.convert_to_tensor([1.0, 0.0]),
+               "rule_based": ops.convert_to_tensor([1.0, 0.0])}
+    terms = {k: float(v) for k, v in discriminator_losses(real, fake, targets, weights, HP).items()}
+    # row 2 is wrong on both objectives, but it has no labels: only row 1 counts
+    assert terms["exclusive"] == pytest.approx(np.log1p(np.exp(-5.0)), rel=1e-4)
+    assert terms["rule_based"] == pytest.approx(np.log1p(np.exp(-9.0)), rel=1e-3, abs=1e-4)
+    # real rows look real (logsumexp >> 0), the fake row looks fake: a small real/fake loss
+    assert terms["real_fake"] < 0.01
+    assert "rule_fake" not in terms and "entropy" not in terms
+    options = HParams(rule_gan_signal="no_category", entropy_weight=0.5)
+    with_options = discriminator_losses(real, fake, targets, weights, options)
+    assert float(with_options["rule_fake"]) == pytest.approx(np.log(2), rel=1e-4)
+    assert float(with_options["entropy"]) > 0
+
+
+def test_feature_matching_is_zero_when_the_means_agree():
+    features = ops.convert_to_tensor([[1.0, 2.0], [3.0, 4.0]])
+    same = {"features": features, "exclusive": ops.zeros((2, 2))}
+    shifted = {"features": features + 1.0, "exclusive": ops.zeros((2, 2))}
+    assert float(generator_loss(same, same, HP)) == pytest.approx(0.0)
+    assert float(generator_loss(same, shifted, HP)) == pytest.approx(1.0)
+
+
+def blobs(n: int, seed: int):
+    """Two well separated classes in 20 dimensions; most rows unlabelled."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    vectors = rng.normal(0, 1, (n, 20)).astype("float32") + labels[:, None] * 3.0
+    return vectors, labels
+
+
+def dataset(vectors, labels, labelled: int):
+    weights = np.zeros(len(labels), "float32")
+    weights[:labelled] = 1
+    rules = np.zeros((len(labels), 1), "float32")
+    return tf.data.Dataset.from_tensor_slices((
+        {"x": vectors}, {"exclusive": labels, "rule_based": rules},
+        {"exclusive": weights, "rule_based": np.zeros(len(labels), "float32")}))
+
+
+def test_the_ssl_gan_learns_from_ten_labels_and_the_unlabelled_rest():
+    vectors, labels = blobs(1200, seed=0)
+    hparams = HParams(hidden_units=(32,), batch_size=64, dropout=0.0, seed=1)
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 20)],
+                          {"exclusive": 2, "rule_based": 1})
+    model.fit(dataset(vectors[:1000], labels[:1000], labelled=10).shuffle(1000, seed=0)
+              .batch(64).repeat(), steps_per_epoch=16, epochs=8, verbose=0)
+    predicted = model.classifier()({"x": vectors[1000:]})["exclusive"].numpy().argmax(axis=1)
+    assert (predicted == labels[1000:]).mean() > 0.9
+
+
+@pytest.mark.parametrize("schedule", ["exclusive_only", "interleaved", "rule_then_exclusive"])
+def test_schedules_switch_the_objectives_off_and_on(schedule):
+    vectors, labels = blobs(8, seed=1)
+    rows = dataset(vectors, labels, labelled=8).map(
+        lambda x, y, w: (x, y, {**w, "rule_based": tf.ones_like(w["rule_based"])}))
+    hparams = HParams(schedule=schedule, batch_size=4, pretrain_epochs=1)
+    first = [{k: float(tf.reduce_sum(v)) for k, v in w.items()}
+             for _, _, w in training.batches_for_epoch(rows, hparams)(0)]
+    later = [{k: float(tf.reduce_sum(v)) for k, v in w.items()}
+             for _, _, w in training.batches_for_epoch(rows, hparams)(1).take(2)]
+    if schedule == "exclusive_only":
+        assert all(w["rule_based"] == 0 and w["exclusive"] == 4 for w in first + later)
+    elif schedule == "interleaved":
+        assert [(w["exclusive"] > 0, w["rule_based"] > 0) for w in first] == [
+            (True, False), (False, True)] * 2  # each objective's own pass over the rows
+    else:
+        assert all(w["exclusive"] == 0 and w["rule_based"] == 4 for w in first)
+        assert all(w["exclusive"] == 4 and w["rule_based"] == 4 for w in later)
+
+
+def test_a_restarted_training_goes_on_from_the_last_epoch(tmp_path):
+    vectors, labels = blobs(64, seed=2)
+    rows = dataset(vectors, labels, labelled=64)
+    hparams = HParams(model_type="dnn", hidden_units=(8,), epochs=3, batch_size=16)
+    specs, classes = [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 1}
+    model_dir = str(tmp_path) + "/model/"
+    batches = training.batches_for_epoch(rows.repeat(), hparams)
+    first = training.fit(build_model(hparams, specs, classes), hparams, batches, 64, model_dir)
+    assert first["resumed_at_epoch"] == 0 and len(first["history"]["loss"]) == 3
+    storage.write_json(model_dir + "training/progress.json", {"epochs_done": 2})  # "crashed"
+    again = training.fit(build_model(hparams, specs, classes), hparams, batches, 64, model_dir)
+    assert again["resumed_at_epoch"] == 2 and len(again["history"]["loss"]) == 1
+    assert storage.glob(model_dir + "tensorboard/*")

@@ -1,0 +1,134 @@
+"""The multi-objective semi-supervised GAN (model type ``ssl_gan``).
+
+As in GAN-BERT, the generator makes fake *feature vectors* in the encoder's
+representation space, not fake products. The discriminator reads a vector and
+gives K exclusive-class logits, with the "fake" logit fixed at 0 (Salimans et al.
+2016: p(real) = sigmoid(logsumexp(logits))), plus one sigmoid logit per
+rule-based category. Its loss adds, each averaged over the rows it applies to:
+cross-entropy on rows with an exclusive label, real/fake loss on real and
+generated rows, binary cross-entropy on rows with rule labels, and optionally
+entropy minimisation on real rows and a rule-based GAN signal (generated rows
+pushed towards "no category"). The generator learns by feature matching on the
+discriminator's last hidden layer, optionally plus the adversarial term.
+"""
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from trainer.hparams import HParams
+from trainer.model import ModelInput, hidden_stack, input_towers
+
+
+def _masked_mean(values, mask):
+    return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
+
+
+def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
+                         hparams: HParams) -> dict:
+    """The discriminator's loss terms (backend-neutral ``keras.ops``)."""
+    real_lse = ops.logsumexp(real["exclusive"], axis=-1)
+    fake_lse = ops.logsumexp(fake["exclusive"], axis=-1)
+    terms = {"real_fake": ops.mean(ops.softplus(-real_lse)) + ops.mean(ops.softplus(fake_lse))}
+    if "exclusive" in targets:
+        cross_entropy = keras.losses.sparse_categorical_crossentropy(
+            targets["exclusive"], real["exclusive"], from_logits=True)
+        terms["exclusive"] = _masked_mean(cross_entropy, weights["exclusive"])
+    if "rule_based" in targets:
+        bce = ops.mean(ops.binary_crossentropy(targets["rule_based"], real["rule_based"],
+                                               from_logits=True), axis=-1)
+        terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
+        if hparams.rule_gan_signal == "no_category":
+            terms["rule_fake"] = ops.mean(ops.binary_crossentropy(
+                ops.zeros_like(fake["rule_based"]), fake["rule_based"], from_logits=True))
+    if hparams.entropy_weight > 0:
+        probabilities = ops.softmax(real["exclusive"], axis=-1)
+        entropy = -ops.sum(probabilities * ops.log(probabilities + 1e-8), axis=-1)
+        terms["entropy"] = hparams.entropy_weight * ops.mean(entropy)
+    return terms
+
+
+def generator_loss(real: dict, fake: dict, hparams: HParams):
+    matching = ops.mean(ops.square(ops.mean(ops.stop_gradient(real["features"]), axis=0)
+                                   - ops.mean(fake["features"], axis=0)))
+    adversarial = ops.mean(ops.softplus(-ops.logsumexp(fake["exclusive"], axis=-1)))
+    return matching + hparams.adversarial_weight * adversarial
+
+
+class SSLGAN(keras.Model):
+    def __init__(self, encoder: keras.Model, discriminator: keras.Model, generator: keras.Model,
+                 hparams: HParams, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.discriminator, self.generator = encoder, discriminator, generator
+        self.hparams = hparams
+        self.seed_generator = keras.random.SeedGenerator(hparams.seed)
+        self.trackers = {name: keras.metrics.Mean(name=name)
+                         for name in ("d_loss", "g_loss", "exclusive", "rule_based", "real_fake")}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def compile(self, d_optimizer, g_optimizer):
+        super().compile()
+        self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
+
+    def call(self, inputs, training=False):
+        return self.discriminator(self.encoder(inputs, training=training), training=training)
+
+    def train_step(self, data):
+        inputs, targets, weights = data
+        batch = ops.shape(next(iter(inputs.values())))[0]
+        noise = keras.random.normal((batch, self.hparams.noise_dim), seed=self.seed_generator)
+        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+            real = self(inputs, training=True)
+            fake = self.discriminator(self.generator(noise, training=True), training=True)
+            terms = discriminator_losses(real, fake, targets, weights, self.hparams)
+            d_loss = sum(terms.values())
+            g_loss = generator_loss(real, fake, self.hparams)
+        d_vars = self.encoder.trainable_weights + self.discriminator.trainable_weights
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        g_vars = self.generator.trainable_weights
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        for name, value in {"d_loss": d_loss, "g_loss": g_loss, **terms}.items():
+            if name in self.trackers:
+                self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def classifier(self) -> keras.Model:
+        """A plain functional model of the trained parts: products in, probabilities out."""
+        inputs = self.encoder.input  # the dict of named inputs
+        logits = self.discriminator(self.encoder(inputs))
+        activations = {"exclusive": "softmax", "rule_based": "sigmoid"}
+        outputs = {objective: keras.layers.Activation(activations[objective], name=objective)(
+            logits[objective]) for objective in self.hparams.objectives}
+        return keras.Model(inputs, outputs, name="prodcat_ssl_gan")
+
+
+def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, int]) -> SSLGAN:
+    width = hparams.hidden_units[0]
+    inputs, deep, _ = input_towers(specs)
+    representation = keras.layers.Dense(width, name="representation")(deep)
+    representation = keras.layers.LeakyReLU(negative_slope=0.2)(representation)
+    encoder = keras.Model(inputs, representation, name="encoder")
+
+    vector = keras.Input((width,), name="vector")
+    x = keras.layers.GaussianNoise(hparams.input_noise, seed=hparams.seed)(vector)
+    x = keras.layers.Dropout(hparams.dropout, seed=hparams.seed)(x)
+    features = hidden_stack(x, hparams, prefix="discriminator")
+    outputs = {"features": features,
+               "exclusive": keras.layers.Dense(classes["exclusive"], name="exclusive_logits")(features),
+               "rule_based": keras.layers.Dense(classes["rule_based"], name="rule_based_logits")(features)}
+    discriminator = keras.Model(vector, outputs, name="discriminator")
+
+    noise = keras.Input((hparams.noise_dim,), name="noise")
+    g = keras.layers.Dense(width, name="generator_hidden")(noise)
+    g = keras.layers.LeakyReLU(negative_slope=0.2)(g)
+    g = keras.layers.Dropout(hparams.dropout, seed=hparams.seed)(g)
+    generator = keras.Model(noise, keras.layers.Dense(width, name="fake_vector")(g), name="generator")
+
+    model = SSLGAN(encoder, discriminator, generator, hparams)
+    model.compile(d_optimizer=keras.optimizers.Adam(hparams.learning_rate),
+                  g_optimizer=keras.optimizers.Adam(hparams.learning_rate))
+    return model
