@@ -106,3 +106,20 @@ def test_a_restarted_training_goes_on_from_the_last_epoch(tmp_path):
     again = training.fit(build_model(hparams, specs, classes), hparams, batches, 64, model_dir)
     assert again["resumed_at_epoch"] == 2 and len(again["history"]["loss"]) == 1
     assert storage.glob(model_dir + "tensorboard/*")
+
+
+@pytest.mark.parametrize("model_type", ["linear", "dnn", "wide_deep", "ssl_gan"])
+def test_a_few_steps_reduce_the_loss_for_every_model_type(model_type):
+    vectors, labels = blobs(512, seed=3)
+    hparams = HParams(model_type=model_type, hidden_units=(16,), dropout=0.0, input_noise=0.0,
+                      seed=4, learning_rate=3e-3)
+    specs, classes = [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 1}
+    if model_type == "ssl_gan":
+        model = build_ssl_gan(hparams, specs, classes)
+        key = "exclusive"
+    else:
+        model = build_model(hparams, specs, classes)
+        key = "exclusive_loss"
+    rows = dataset(vectors, labels, labelled=512).batch(32).repeat()
+    history = model.fit(rows, steps_per_epoch=16, epochs=4, verbose=0).history[key]
+    assert history[-1] < history[0] * 0.8, history

@@ -1,11 +1,13 @@
 """The trainer: metrics, hyperparameters, the controller's checks, and a train → export round trip."""
 from __future__ import annotations
 
+import gzip
 import json
 
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from shared_config import storage
 from store import demo_catalog
@@ -58,6 +60,19 @@ def test_controller_refuses_bad_arguments(argv, complaint, capsys, tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+def raw_example(product: dict) -> bytes:
+    """A product's raw fields as the serving signature takes them."""
+    def feature(value):
+        if isinstance(value, float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[str(value).encode()]))
+
+    fields = ("id", "title", "description", "brand", "raw_category", "gender", "size", "price",
+              "image")
+    return tf.train.Example(features=tf.train.Features(feature={
+        name: feature(product[name]) for name in fields})).SerializeToString()
+
+
 def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
     products = list(demo_catalog.generate(400, seed=2, exclusive_fraction=0.3))
     for product in products:
@@ -72,14 +87,16 @@ def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
 
     served = tf.saved_model.load(paths.checkpoints(hparams_id) + "saved_model")
     serve = served.signatures["serving_default"]
-
-    def example(title: str) -> bytes:
-        feature = {"id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"x"])),
-                   "title": tf.train.Feature(bytes_list=tf.train.BytesList(value=[title.encode()]))}
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-    outputs = serve(examples=tf.constant([example("Acme classic jeans"), example("Acme pot")]))
+    with storage.open_file(paths.predictions_dir + "part-00000.jsonl.gz", "rb") as raw, \
+            gzip.open(raw, "rt") as lines:
+        predicted = {row["id"]: row for row in map(json.loads, lines)}
+    sample = products[:20]
+    outputs = serve(examples=tf.constant([raw_example(p) for p in sample]))
     exclusive = outputs["exclusive"].numpy()
-    assert exclusive.shape[0] == 2
     np.testing.assert_allclose(exclusive.sum(axis=1), 1.0, rtol=1e-4)
-    assert outputs["rule_based"].numpy().shape[0] == 2
+    names = [v.decode() for v in
+             tft.TFTransformOutput(paths.transform_fn_dir).vocabulary_by_name("exclusive")]
+    for product, scores in zip(sample, exclusive):
+        expected = predicted[product["id"]]["exclusive"]
+        assert names[int(scores.argmax())] == expected["category"]
+        assert float(scores.max()) == pytest.approx(expected["score"], abs=1e-3)
