@@ -47,6 +47,38 @@ def rule_based_metrics(labels: np.ndarray, probabilities: np.ndarray, names: lis
         "micro_f1": float(micro_f1),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]),
-                                 "f1": float(f1[c]), "support": int(tp[c] + fn[c])}
+                                 "f1": float(f1[c]), "support": int(tp[c] + fn[c]),
+                                 "roc_auc": _roc_auc(truth[:, c], probabilities[:, c])}
                       for c in range(len(names))},
     }
+
+
+def _roc_auc(truth: np.ndarray, scores: np.ndarray) -> float | None:
+    """ROC-AUC of one category; None when the split has only one of the two outcomes."""
+    from sklearn.metrics import roc_auc_score
+
+    if truth.all() or not truth.any():
+        return None
+    return float(roc_auc_score(truth, scores))
+
+
+def plot_per_class_f1(result: dict, path: str) -> None:
+    """A bar chart of each class's F1 per objective, for a person to look at."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = result["objectives"]
+    figure, axes = plt.subplots(len(objectives), 1, squeeze=False,
+                                figsize=(10, 1 + 0.25 * sum(len(m["per_class"]) for m in objectives.values())))
+    for axis, (objective, figures) in zip(axes[:, 0], objectives.items()):
+        names = [n for n, c in figures["per_class"].items() if c["support"] > 0]
+        axis.barh(names, [figures["per_class"][n]["f1"] for n in names])
+        axis.set_xlim(0, 1)
+        axis.set_title(f"{objective}: macro-F1 {figures['macro_f1']:.3f} "
+                       f"({figures['examples']} examples, {result['split']})")
+        axis.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

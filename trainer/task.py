@@ -83,7 +83,14 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
         else:
             result["objectives"][objective] = metrics.rule_based_metrics(
                 labels, probabilities, names, hparams.rule_threshold)
-    storage.write_json(paths.checkpoints(hparams_id) + f"metrics_{split}.json", result)
+    model_dir = paths.checkpoints(hparams_id)
+    storage.write_json(model_dir + f"metrics_{split}.json", result)
+    if result["objectives"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            metrics.plot_per_class_f1(result, os.path.join(tmp, "f1.png"))
+            with open(os.path.join(tmp, "f1.png"), "rb") as src, \
+                    storage.open_file(model_dir + f"metrics_{split}.png", "wb") as dst:
+                shutil.copyfileobj(src, dst)
     return result
 
 
