@@ -42,7 +42,9 @@ from trainer.model import ModelInput, build_model  # noqa: E402
 from trainer.ssl_gan import build_ssl_gan  # noqa: E402
 
 TEXT_FEATURES = 2000
-BATCH = 64
+BATCH = 128
+SSL_EPOCHS = 3
+SSL_OPTIONS: dict = {}  # extra SSL-GAN hyperparameters, for trying variants
 
 
 def reviews():
@@ -110,7 +112,8 @@ def run_method(method, x_train, y_train, labelled, x_test, rules, classes, seed)
         return model.predict({"x": dense(x_test)}, verbose=0)["exclusive"].argmax(axis=1)
     use_rules = method == "ssl_gan_rules"
     hparams = HParams(model_type="ssl_gan", hidden_units=(256,), dropout=0.3, seed=seed,
-                      objectives=("exclusive", "rule_based") if use_rules else ("exclusive",))
+                      objectives=("exclusive", "rule_based") if use_rules else ("exclusive",),
+                      **SSL_OPTIONS)
     model = build_ssl_gan(hparams, specs, {"exclusive": classes, "rule_based": n_rules})
     everything = keras_rows(x_dense, y_train, labelled, rules if use_rules else None)
     if not use_rules:
@@ -121,7 +124,7 @@ def run_method(method, x_train, y_train, labelled, x_test, rules, classes, seed)
         [only_labelled.shuffle(10_000, seed=seed).repeat(),
          everything.shuffle(30_000, seed=seed).repeat()],
         [hparams.labelled_share, 1 - hparams.labelled_share], seed=seed).batch(BATCH)
-    model.fit(data, steps_per_epoch=len(y_train) // BATCH, epochs=4, verbose=0)
+    model.fit(data, steps_per_epoch=len(y_train) // BATCH, epochs=SSL_EPOCHS, verbose=0)
     return model.classifier().predict({"x": dense(x_test)}, verbose=0)["exclusive"].argmax(axis=1)
 
 
