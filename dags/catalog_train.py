@@ -3,8 +3,9 @@
 
 One training run over the whole catalogue: dump the products from the store,
 preprocess them with Beam + TF Transform, train and evaluate the multi-objective
-classifier, predict every product and publish the predictions to RabbitMQ,
-from where the updater writes them into the store.
+semi-supervised GAN (and, beside it, a supervised baseline for comparison),
+predict every product and publish the predictions to RabbitMQ, from where the
+updater writes them into the store.
 
 Every file of the run lives under `{prefix}/runs/{run_id}/` (see `shared_config/paths.py`).
 Each ML stage runs through its command-line entry point in the ML environment.
