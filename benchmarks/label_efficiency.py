@@ -14,6 +14,7 @@ Fashion-MNIST (``--dataset fashion_mnist``): the same methods but the rule-based
 one, with 100 and 1,000 labelled images.
 
     .venvs/ml/bin/python -m benchmarks.label_efficiency [--seeds 3] [--dataset reviews]
+        [--budgets 0.01,0.02] [--ssl-epochs 10]
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from trainer.ssl_gan import build_ssl_gan  # noqa: E402
 
 TEXT_FEATURES = 2000
 BATCH = 128
-SSL_EPOCHS = 3
+SSL_EPOCHS = 10
 SSL_OPTIONS: dict = {}  # extra SSL-GAN hyperparameters, for trying variants
 
 
@@ -129,19 +130,27 @@ def run_method(method, x_train, y_train, labelled, x_test, rules, classes, seed)
 
 
 def main(argv=None) -> None:
+    global SSL_EPOCHS
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("reviews", "fashion_mnist"), default="reviews")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--methods", default="tfidf_logreg,label_spreading,dnn,ssl_gan,ssl_gan_rules")
+    parser.add_argument("--budgets", help="comma-separated shares (0.01) or counts (100) of "
+                                          "labelled rows (default: all of the data set's)")
+    parser.add_argument("--ssl-epochs", type=int, default=SSL_EPOCHS,
+                        help="epochs over every training row for the SSL-GAN")
     args = parser.parse_args(argv)
+    SSL_EPOCHS = args.ssl_epochs
     x, y, is_test, rules, classes = reviews() if args.dataset == "reviews" else fashion()
     x_train, y_train, x_test, y_test = x[~is_test], y[~is_test], x[is_test], y[is_test]
     rules_train = rules[~is_test] if rules is not None else None
     methods = [m for m in args.methods.split(",") if rules is not None or m != "ssl_gan_rules"]
     budgets = ([0.01, 0.02, 0.05, 0.10, 1.0] if args.dataset == "reviews" else [100, 1000])
+    if args.budgets:
+        budgets = [float(b) for b in args.budgets.split(",")]
     print(f"{args.dataset}: {len(y_train):,} training rows, {len(y_test):,} test rows, "
-          f"{classes} classes, seeds 0..{args.seeds - 1}", flush=True)
+          f"{classes} classes, seeds 0..{args.seeds - 1}, SSL-GAN epochs {SSL_EPOCHS}", flush=True)
     print(f"{'labelled':<10}{'method':<17}{'macro-F1':>16}{'accuracy':>16}{'seconds':>9}")
     for budget in budgets:
         count = int(round(budget * len(y_train))) if budget <= 1 else int(budget)
