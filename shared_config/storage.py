@@ -6,6 +6,8 @@ points it at an emulator), so a stage never branches on where the prefix is.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import fsspec
 
@@ -42,6 +44,24 @@ def glob(pattern: str) -> list[str]:
 
 def exists(path: str) -> bool:
     return filesystem(path).exists(path)
+
+
+def upload(local: str, target: str) -> None:
+    """Copy a local file, or a directory tree, to ``target`` (local or remote)."""
+    if os.path.isdir(local):
+        for root, _, names in os.walk(local):
+            for name in names:
+                path = os.path.join(root, name)
+                upload(path, f"{target}/{os.path.relpath(path, local)}")
+        return
+    with open(local, "rb") as src, open_file(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def download(source: str, local: str) -> None:
+    """Copy one file from ``source`` (local or remote) to a local path."""
+    with open_file(source, "rb") as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst)
 
 
 def write_json(path: str, payload) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 
@@ -88,9 +87,7 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
     if result["objectives"]:
         with tempfile.TemporaryDirectory() as tmp:
             metrics.plot_per_class_f1(result, os.path.join(tmp, "f1.png"))
-            with open(os.path.join(tmp, "f1.png"), "rb") as src, \
-                    storage.open_file(model_dir + f"metrics_{split}.png", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            storage.upload(os.path.join(tmp, "f1.png"), model_dir + f"metrics_{split}.png")
     return result
 
 
@@ -156,7 +153,7 @@ def export(paths: RunPaths, hparams_id: str) -> dict:
     target = paths.checkpoints(hparams_id) + "saved_model"
     with tempfile.TemporaryDirectory() as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
-        _upload_dir(tmp, target)
+        storage.upload(tmp, target)
     return {"hparams_id": hparams_id, "saved_model": target}
 
 
@@ -164,17 +161,7 @@ def _save_model(model, target: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, MODEL_FILE)
         model.save(local)
-        with open(local, "rb") as src, storage.open_file(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-
-
-def _upload_dir(local_dir: str, target: str) -> None:
-    for root, _, files in os.walk(local_dir):
-        for name in files:
-            local = os.path.join(root, name)
-            relative = os.path.relpath(local, local_dir)
-            with open(local, "rb") as src, storage.open_file(f"{target}/{relative}", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        storage.upload(local, target)
 
 
 def _load(paths: RunPaths, hparams_id: str):
@@ -184,6 +171,5 @@ def _load(paths: RunPaths, hparams_id: str):
     hparams = HParams.from_dict(storage.read_json(model_dir + HPARAMS_FILE))
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, MODEL_FILE)
-        with storage.open_file(model_dir + MODEL_FILE, "rb") as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        storage.download(model_dir + MODEL_FILE, local)
         return keras.models.load_model(local), hparams

@@ -107,8 +107,7 @@ def _restore(model, training_dir: str, sample) -> int:
     model(inputs)  # build the variables before loading into them
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, WEIGHTS_FILE)
-        with storage.open_file(training_dir + WEIGHTS_FILE, "rb") as src, open(local, "wb") as dst:
-            dst.write(src.read())
+        storage.download(training_dir + WEIGHTS_FILE, local)
         model.load_weights(local)
     log.info("resuming after epoch %d from %s", done, training_dir)
     return done
@@ -118,5 +117,4 @@ def _save_weights(model, target: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, WEIGHTS_FILE)
         model.save_weights(local)
-        with open(local, "rb") as src, storage.open_file(target, "wb") as dst:
-            dst.write(src.read())
+        storage.upload(local, target)
