@@ -8,7 +8,9 @@ predict every product and publish the predictions to RabbitMQ, from where the
 updater writes them into the store.
 
 Every file of the run lives under `{prefix}/runs/{run_id}/` (see `shared_config/paths.py`).
-Each ML stage runs through its command-line entry point in the ML environment.
+Each ML stage runs through its command-line entry point in the ML environment;
+with `PRODCAT_TRAIN_ON=kubernetes` the training runs in a GPU pod instead
+(see `prodcat_airflow/gpu_training.py`).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, TaskGroup, dag, task
 
+from prodcat_airflow.gpu_training import train_on, train_pod
 from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
 
 
@@ -68,14 +71,13 @@ def catalog_train():
         return run_stage("beam_pipelines.preprocess", "--run-id", run)
 
     @task
-    def train(run: str, params=None) -> str:
-        return run_stage("trainer.controller", "train", "--run-id", run,
-                         *trainer_flags(params))["hparams_id"]
+    def train(run: str, params=None) -> dict:
+        return run_stage("trainer.controller", "train", "--run-id", run, *trainer_flags(params))
 
     @task
-    def evaluate(run: str, hparams_id: str) -> dict:
+    def evaluate(run: str, trained: dict) -> dict:
         return run_stage("trainer.controller", "evaluate", "--run-id", run,
-                         "--hparams-id", hparams_id)
+                         "--hparams-id", trained["hparams_id"])
 
     @task
     def train_and_evaluate_baseline(run: str, params=None) -> dict:
@@ -88,9 +90,9 @@ def catalog_train():
                          "--hparams-id", trained["hparams_id"])
 
     @task
-    def predict(run: str, hparams_id: str) -> dict:
+    def predict(run: str, trained: dict) -> dict:
         return run_stage("trainer.controller", "predict", "--run-id", run,
-                         "--hparams-id", hparams_id)
+                         "--hparams-id", trained["hparams_id"])
 
     @task
     def publish_predictions(run: str) -> dict:
@@ -105,10 +107,10 @@ def catalog_train():
     preprocessed = preprocess(run)
     dumped >> preprocessed
     with TaskGroup("model", tooltip="train, evaluate, predict"):
-        hparams_id = train(run)
-        preprocessed >> hparams_id
-        evaluated = evaluate(run, hparams_id)
-        predicted = predict(run, hparams_id)
+        trained = train_pod().output if train_on() == "kubernetes" else train(run)
+        preprocessed >> trained
+        evaluated = evaluate(run, trained)
+        predicted = predict(run, trained)
         evaluated >> predicted
     baseline = train_and_evaluate_baseline(run)
     preprocessed >> baseline

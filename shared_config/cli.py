@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 RESULT_MARKER = "PRODCAT_RESULT "
@@ -30,8 +31,16 @@ def finish_stage(paths, stage: str, result: dict) -> None:
 
 
 def emit_result(result: dict) -> None:
-    sys.stdout.write(RESULT_MARKER + json.dumps(result, sort_keys=True, default=str) + "\n")
+    """Print the result line; also write it to ``PRODCAT_RESULT_FILE`` when set (the file
+    a KubernetesPodOperator's XCom sidecar reads)."""
+    text = json.dumps(result, sort_keys=True, default=str)
+    sys.stdout.write(RESULT_MARKER + text + "\n")
     sys.stdout.flush()
+    result_file = os.environ.get("PRODCAT_RESULT_FILE")
+    if result_file:
+        os.makedirs(os.path.dirname(os.path.abspath(result_file)), exist_ok=True)
+        with open(result_file, "w", encoding="utf-8") as out:
+            out.write(text)
 
 
 def parse_result(output: str) -> dict:

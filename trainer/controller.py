@@ -24,6 +24,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from shared_config.cli import finish_stage, run_paths, setup_logging  # noqa: E402
 from shared_config.paths import InvalidId, validate_id  # noqa: E402
+from trainer.accelerators import PRECISIONS, XLA_CHOICES  # noqa: E402
 from trainer.hparams import MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams  # noqa: E402
 
 log = logging.getLogger("prodcat.trainer")
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--role", choices=("model", "baseline"), default="model",
                         help="baseline: a model trained for comparison; its figures are kept "
                              "as baseline_* in the run's stats")
+    devices = parser.add_argument_group("devices (how, not what: not part of the hparams_id)")
+    devices.add_argument("--precision", choices=PRECISIONS, default="auto",
+                         help="auto: mixed_bfloat16 on Ampere+ GPUs, mixed_float16 on older GPUs, "
+                              "float32 on CPU")
+    devices.add_argument("--xla", choices=XLA_CHOICES, default="auto",
+                         help="XLA-compile the train step (auto: on GPU only)")
     hyper = parser.add_argument_group("hyperparameters (defaults in trainer/hparams.py)")
     for field in dataclasses.fields(HParams):
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
@@ -83,11 +90,12 @@ def main(argv=None) -> None:
     except (InvalidId, ValueError) as err:
         parser.error(str(err))
 
-    from trainer import task  # TensorFlow loads only once the arguments are good
+    from trainer import accelerators, task  # TensorFlow loads only once the arguments are good
 
     prefix = "baseline_" if args.role == "baseline" else ""
     if args.command in ("train", "train_and_predict"):
-        finish_stage(paths, f"{prefix}train", task.train(paths, hparams))
+        accelerator = accelerators.choose(args.precision, args.xla)
+        finish_stage(paths, f"{prefix}train", task.train(paths, hparams, accelerator))
     hparams_id = args.hparams_id or hparams.hparams_id
     if args.command == "evaluate":
         finish_stage(paths, f"{prefix}evaluate_{args.split}",

@@ -9,10 +9,14 @@ input towers and heads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import keras
 
 from trainer.hparams import HParams
+
+if TYPE_CHECKING:  # the model code itself stays free of TensorFlow
+    from trainer.accelerators import Accelerator
 
 LOSSES = {"exclusive": "sparse_categorical_crossentropy", "rule_based": "binary_crossentropy"}
 
@@ -79,12 +83,15 @@ def heads(trunk, hparams: HParams, classes: dict[str, int], wide=None) -> dict:
         if wide is not None:
             linear = keras.layers.Dense(classes[objective], name=f"{objective}_wide")(wide)
             logits = keras.layers.Add(name=f"{objective}_wide_deep")([logits, linear])
-        outputs[objective] = keras.layers.Activation(activations[objective], name=objective)(logits)
+        outputs[objective] = keras.layers.Activation(activations[objective], name=objective,
+                                                     dtype="float32")(logits)
     return outputs
 
 
-def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, int]) -> keras.Model:
-    """A compiled supervised model of ``hparams.model_type``."""
+def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, int],
+                accelerator: Accelerator | None = None) -> keras.Model:
+    """A compiled supervised model of ``hparams.model_type``; ``accelerator`` (precision,
+    XLA) defaults to float32 without XLA. Keras scales the loss itself under float16."""
     inputs, deep, wide = input_towers(specs)
     if hparams.model_type == "linear":
         outputs = heads(deep, hparams, classes)
@@ -96,5 +103,6 @@ def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, in
         raise ValueError(f"{hparams.model_type!r} is not a supervised model type")
     model = keras.Model(inputs, outputs, name=f"prodcat_{hparams.model_type}")
     model.compile(optimizer=keras.optimizers.Adam(hparams.learning_rate),
-                  loss={objective: LOSSES[objective] for objective in outputs})
+                  loss={objective: LOSSES[objective] for objective in outputs},
+                  jit_compile=accelerator.jit_compile if accelerator else False)
     return model

@@ -17,8 +17,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import ModelInput, hidden_stack, input_towers
+
+
+def _float32(outputs: dict) -> dict:
+    """Losses in float32 whatever the compute precision (mixed precision keeps them stable)."""
+    return {name: ops.cast(value, "float32") for name, value in outputs.items()}
 
 
 def _masked_mean(values, mask):
@@ -70,8 +76,8 @@ class SSLGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def compile(self, d_optimizer, g_optimizer):
-        super().compile()
+    def compile(self, d_optimizer, g_optimizer, jit_compile=False):
+        super().compile(jit_compile=jit_compile)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def call(self, inputs, training=False):
@@ -81,16 +87,20 @@ class SSLGAN(keras.Model):
         inputs, targets, weights = data
         batch = ops.shape(next(iter(inputs.values())))[0]
         noise = keras.random.normal((batch, self.hparams.noise_dim), seed=self.seed_generator)
+        # Gradients are summed over replicas (MirroredStrategy): each replica's mean counts 1/n.
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            real = self(inputs, training=True)
-            fake = self.discriminator(self.generator(noise, training=True), training=True)
+            real = _float32(self(inputs, training=True))
+            fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
             terms = discriminator_losses(real, fake, targets, weights, self.hparams)
             d_loss = sum(terms.values())
             g_loss = generator_loss(real, fake, self.hparams)
+            scaled_d_loss = self.d_optimizer.scale_loss(d_loss / replicas)
+            scaled_g_loss = self.g_optimizer.scale_loss(g_loss / replicas)
         d_vars = self.encoder.trainable_weights + self.discriminator.trainable_weights
-        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(scaled_d_loss, d_vars), d_vars))
         g_vars = self.generator.trainable_weights
-        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(scaled_g_loss, g_vars), g_vars))
         for name, value in {"d_loss": d_loss, "g_loss": g_loss, **terms}.items():
             if name in self.trackers:
                 self.trackers[name].update_state(value)
@@ -101,12 +111,15 @@ class SSLGAN(keras.Model):
         inputs = self.encoder.input  # the dict of named inputs
         logits = self.discriminator(self.encoder(inputs))
         activations = {"exclusive": "softmax", "rule_based": "sigmoid"}
-        outputs = {objective: keras.layers.Activation(activations[objective], name=objective)(
-            logits[objective]) for objective in self.hparams.objectives}
+        outputs = {objective: keras.layers.Activation(activations[objective], name=objective,
+                                                      dtype="float32")(logits[objective])
+                   for objective in self.hparams.objectives}
         return keras.Model(inputs, outputs, name="prodcat_ssl_gan")
 
 
-def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, int]) -> SSLGAN:
+def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, int],
+                  accelerator: Accelerator | None = None) -> SSLGAN:
+    """Build and compile; ``accelerator`` (precision, XLA) defaults to float32 without XLA."""
     width = hparams.hidden_units[0]
     inputs, deep, _ = input_towers(specs)
     representation = keras.layers.Dense(width, name="representation")(deep)
@@ -129,6 +142,8 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     generator = keras.Model(noise, keras.layers.Dense(width, name="fake_vector")(g), name="generator")
 
     model = SSLGAN(encoder, discriminator, generator, hparams)
-    model.compile(d_optimizer=keras.optimizers.Adam(hparams.learning_rate),
-                  g_optimizer=keras.optimizers.Adam(hparams.learning_rate))
+    wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
+    model.compile(d_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
+                  g_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
+                  jit_compile=accelerator.jit_compile if accelerator else False)
     return model

@@ -14,7 +14,8 @@ import tensorflow_transform as tft
 from beam_pipelines.raw_schema import raw_feature_spec
 from shared_config import features, storage
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
-from trainer import data, metrics, training
+from trainer import accelerators, data, metrics, training
+from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import build_model, model_inputs
 from trainer.ssl_gan import build_ssl_gan
@@ -33,19 +34,22 @@ def _example_counts(paths: RunPaths) -> dict:
     return storage.read_json(paths.example_counts)
 
 
-def build(hparams: HParams, vocabs: data.Vocabularies):
+def build(hparams: HParams, vocabs: data.Vocabularies, accelerator: Accelerator | None = None):
     specs = model_inputs(vocabs)
     classes = {objective: len(vocabs.labels(objective)) for objective in OBJECTIVES}
     if hparams.model_type == "ssl_gan":
-        return build_ssl_gan(hparams, specs, classes)
-    return build_model(hparams, specs, classes)
+        return build_ssl_gan(hparams, specs, classes, accelerator)
+    return build_model(hparams, specs, classes, accelerator)
 
 
-def train(paths: RunPaths, hparams: HParams) -> dict:
+def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = None) -> dict:
+    """Train ``hparams`` on the run's TFRecords; ``accelerator`` from ``accelerators.choose``."""
     keras.utils.set_random_seed(hparams.seed)
+    accelerator = accelerator or accelerators.choose()
     vocabs = _vocabularies(paths)
     rows, per_epoch = training.training_rows(paths, hparams, vocabs, _example_counts(paths))
-    model = build(hparams, vocabs)
+    with accelerator.strategy.scope():
+        model = build(hparams, vocabs, accelerator)
     model_dir = paths.checkpoints(hparams.hparams_id)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
     started = time.monotonic()
@@ -55,7 +59,7 @@ def train(paths: RunPaths, hparams: HParams) -> dict:
     _save_model(classifier, model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
     return {"hparams_id": hparams.hparams_id, "model_dir": model_dir,
-            "model_type": hparams.model_type, "schedule": hparams.schedule,
+            "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
             "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
             "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
             "seconds": round(time.monotonic() - started, 2)}

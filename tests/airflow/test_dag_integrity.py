@@ -43,3 +43,44 @@ def test_catalog_train_is_scheduled_and_has_a_trigger_form(dagbag):
     assert dag.params["model_type"] == "ssl_gan"
     assert dag.params["baseline_model_type"] == "dnn"
     assert dag.doc_md
+
+
+class _CreatedRun:
+    """Stands in for the task instance when rendering templates: create_run's XCom."""
+
+    @staticmethod
+    def xcom_pull(task_ids):
+        return {"create_run": "run-7"}[task_ids]
+
+
+def test_training_goes_to_a_gpu_pod_when_asked(monkeypatch):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    monkeypatch.setenv("PRODCAT_TRAIN_ON", "kubernetes")
+    monkeypatch.setenv("PRODCAT_TRAINER_GPUS", "2")
+    monkeypatch.setenv("PRODCAT_PREFIX", "gs://bucket/prodcat")
+    monkeypatch.delenv("PRODCAT_FEATURE_CONFIG", raising=False)
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    dag = DagBag(dag_folder=str(DAGS)).dags["catalog_train"]
+    train = dag.get_task("model.train")
+    assert isinstance(train, KubernetesPodOperator)
+    assert train.container_resources.limits == {"nvidia.com/gpu": "2"}
+    assert train.do_xcom_push and train.image == "prodcat/trainer-gpu:latest"
+    assert train.env_vars == {"PRODCAT_PREFIX": "gs://bucket/prodcat",
+                   "PRODCAT_RESULT_FILE": "/airflow/xcom/return.json"}
+    rendered = train.render_template(train.arguments, {"ti": _CreatedRun(), "params": {
+        "model_type": "ssl_gan", "objectives": ["exclusive", "rule_based"], "epochs": 3,
+        "batch_size": 64}})
+    assert rendered == ["train", "--run-id", "run-7", "--model-type", "ssl_gan", "--objectives",
+                        "exclusive,rule_based", "--epochs", "3", "--batch-size", "64"]
+    assert {"model.evaluate", "model.predict"} <= train.downstream_task_ids
+    assert "preprocess" in train.upstream_task_ids
+
+
+def test_bad_gpu_settings_are_refused():
+    from prodcat_airflow.gpu_training import train_on, train_pod
+
+    with pytest.raises(ValueError, match="PRODCAT_TRAIN_ON='gpu'"):
+        train_on({"PRODCAT_TRAIN_ON": "gpu"})
+    with pytest.raises(ValueError, match="PRODCAT_TRAINER_GPUS='0'"):
+        train_pod(env={"PRODCAT_TRAINER_GPUS": "0"})

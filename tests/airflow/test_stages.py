@@ -1,3 +1,4 @@
+import json
 import sys
 
 import pytest
@@ -38,3 +39,13 @@ def test_a_failing_stage_raises_with_its_last_lines(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(stages.StageFailed, match="code 3(.|\n)*bad input: x"):
         stages.run_stage("broken_stage")
+
+
+def test_the_result_also_goes_to_the_result_file_when_asked(monkeypatch, tmp_path, capsys):
+    from shared_config.cli import emit_result, parse_result
+
+    target = tmp_path / "xcom" / "return.json"
+    monkeypatch.setenv("PRODCAT_RESULT_FILE", str(target))
+    emit_result({"hparams_id": "ssl_gan-abc"})
+    assert json.loads(target.read_text()) == {"hparams_id": "ssl_gan-abc"}
+    assert parse_result(capsys.readouterr().out) == {"hparams_id": "ssl_gan-abc"}
