@@ -1,10 +1,18 @@
 """The updater: consumes predictions from RabbitMQ and applies them to the store.
 
-Messages are gathered into bulk partial updates (up to ``PRODCAT_UPDATER_BATCH_SIZE``)
-and applied no faster than ``PRODCAT_UPDATER_MAX_DOCS_PER_SECOND``. A message is
-acknowledged only after the store accepted its update; one the store rejects, or
-one that is not a prediction, goes to the dead-letter queue with the reason in
-its ``x-prodcat-reason`` header. SIGTERM/SIGINT finish the current batch first.
+Messages (batches of predictions, see ``broker/messages.py``) are gathered into
+bulk partial updates of about ``PRODCAT_UPDATER_BATCH_SIZE`` products, applied no
+faster than ``PRODCAT_UPDATER_MAX_DOCS_PER_SECOND``. A message is acknowledged
+only once the store has taken every one of its predictions, so a crash loses
+nothing: the broker delivers the message again. Each update carries its run's
+version and is written only where the product holds no newer one (optimistic
+concurrency, ``ProductStore.update_if_newer``): a re-delivered prediction is not
+applied twice and an older run never overwrites a newer one. While the store is
+unreachable or overloaded the batch is retried with backoff; a prediction the
+store refuses (unknown product, bad field), or a line that is not a prediction,
+goes to the dead-letter queue with the reason in its ``x-prodcat-reason`` header.
+SIGTERM/SIGINT finish the current batch first (or, if the store is down, leave it
+unacknowledged for the next updater).
 
 ``python -m broker.updater``                         runs until stopped
 ``python -m broker.updater --exit-when-idle 10``     stops after 10 s without messages
@@ -12,7 +20,6 @@ its ``x-prodcat-reason`` header. SIGTERM/SIGINT finish the current batch first.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import time
@@ -20,40 +27,28 @@ from dataclasses import dataclass
 
 import pika
 
+from broker import messages
+from broker.messages import Update
 from broker.topology import connect, dead_letter_names, declare_predictions_queue
 from shared_config.cli import emit_result, setup_logging
 from shared_config.settings import Settings
-from store.client import ProductStore
+from store.client import ALREADY_APPLIED, APPLIED, REJECTED, SUPERSEDED, TRANSIENT, ProductStore
 
 log = logging.getLogger("prodcat.updater")
 POLL_SECONDS = 0.5
-
-
-class BadMessage(ValueError):
-    """A message body that is not a prediction."""
-
-
-def to_update(body: bytes) -> tuple[str, dict]:
-    """A message body to ``(product_id, fields to set on the product)``."""
-    try:
-        prediction = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadMessage(f"not JSON: {err}") from None
-    if not isinstance(prediction, dict):
-        raise BadMessage("not a JSON object")
-    product_id, run_id = prediction.get("id"), prediction.get("run_id")
-    if not isinstance(product_id, str) or not product_id or not isinstance(run_id, str):
-        raise BadMessage("a prediction needs string 'id' and 'run_id'")
-    fields = {k: v for k, v in prediction.items() if k not in ("id", "run_id")}
-    return product_id, {"prediction": fields, "prediction_run_id": run_id}
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 
 
 @dataclass
 class _Pending:
     delivery_tag: int
-    product_id: str
-    fields: dict
-    body: bytes
+    message_id: str | None
+    updates: list[Update]
+    bad_lines: list[tuple[bytes, str]]
+
+
+class _Interrupted(Exception):
+    """Stopped while the store was unreachable: the batch stays unacknowledged."""
 
 
 class Updater:
@@ -61,7 +56,8 @@ class Updater:
         self.store = store
         self.settings = settings
         self.stopping = False
-        self.applied = self.dead_lettered = 0
+        self.counts = {APPLIED: 0, ALREADY_APPLIED: 0, SUPERSEDED: 0, "dead_lettered": 0}
+        self._written = 0
         self._started = time.monotonic()
 
     def stop(self, *_):
@@ -71,14 +67,15 @@ class Updater:
     def run(self, exit_when_idle: float | None = None) -> dict:
         connection = connect(self.settings.amqp_url)
         channel = connection.channel()
-        declare_predictions_queue(channel, self.settings.predictions_queue)
+        declare_predictions_queue(channel, self.settings.predictions_queue,
+                                  self.settings.predictions_queue_max_length)
         channel.confirm_delivery()  # a dead-lettered copy is confirmed before its ack
         channel.basic_qos(prefetch_count=self.settings.updater_batch_size)
         pending: list[_Pending] = []
         idle_since = time.monotonic()
         try:
-            for method, _, body in channel.consume(self.settings.predictions_queue,
-                                                   inactivity_timeout=POLL_SECONDS):
+            for method, properties, body in channel.consume(self.settings.predictions_queue,
+                                                            inactivity_timeout=POLL_SECONDS):
                 if method is None:
                     self._flush(channel, pending)
                     if self.stopping or (exit_when_idle is not None
@@ -86,66 +83,88 @@ class Updater:
                         break
                     continue
                 idle_since = time.monotonic()
-                try:
-                    product_id, fields = to_update(body)
-                except BadMessage as err:
-                    self._dead_letter(channel, method.delivery_tag, body, str(err))
-                    continue
-                pending.append(_Pending(method.delivery_tag, product_id, fields, body))
-                if len(pending) >= self.settings.updater_batch_size or self.stopping:
+                pending.append(_Pending(method.delivery_tag, properties.message_id,
+                                        *messages.parse(body)))
+                if sum(len(p.updates) for p in pending) >= self.settings.updater_batch_size \
+                        or self.stopping:
                     self._flush(channel, pending)
                 if self.stopping:
                     break
             self._flush(channel, pending)
             channel.cancel()
+        except _Interrupted:
+            log.warning("stopped with %d messages unacknowledged: the broker delivers them again",
+                        len(pending))
         finally:
             if connection.is_open:
                 connection.close()
-        return {"applied": self.applied, "dead_lettered": self.dead_lettered}
+        return dict(self.counts)
 
     def _flush(self, channel, pending: list[_Pending]) -> None:
+        """Apply the batch, dead-letter what the store refused, then acknowledge it all."""
         if not pending:
             return
-        self._throttle(len(pending))
-        rejected = self._apply_with_retry(pending)
+        newest: dict[str, Update] = {}
+        for update in (u for p in pending for u in p.updates):
+            if update.product_id not in newest or update.version > newest[update.product_id].version:
+                newest[update.product_id] = update
+        self._throttle(len(newest))
+        outcome = self._apply(newest)
         for item in pending:
-            if item.product_id in rejected:
-                self._dead_letter(channel, item.delivery_tag, item.body, rejected[item.product_id])
-            else:
-                channel.basic_ack(item.delivery_tag)
-                self.applied += 1
-        log.info("applied %d updates so far (%d dead-lettered)", self.applied, self.dead_lettered)
+            for line, reason in item.bad_lines:
+                self._dead_letter(channel, line, reason, item.message_id)
+            for update in item.updates:
+                result = outcome[update.product_id]
+                if newest[update.product_id] is not update:  # a newer one came in the same batch
+                    result = ALREADY_APPLIED if update.version == newest[update.product_id].version \
+                        else SUPERSEDED
+                if result.startswith(REJECTED):
+                    self._dead_letter(channel, update.line, result, item.message_id)
+                else:
+                    self.counts[result] += 1
+            channel.basic_ack(item.delivery_tag)
+        self._written += len(newest)
+        log.info("updates so far: %s", self.counts)
         pending.clear()
 
-    def _apply_with_retry(self, pending: list[_Pending], attempts: int = 6) -> dict[str, str]:
-        """Retry the whole batch while the store is unreachable; nothing is acked meanwhile."""
-        for attempt in range(attempts):
+    def _apply(self, updates: dict[str, Update]) -> dict[str, str]:
+        """The store's outcome for every update, retrying what failed for a passing reason
+        (unreachable, overloaded) until it succeeds or the updater is stopped."""
+        outcome: dict[str, str] = {}
+        todo = {pid: (u.version, u.fields) for pid, u in updates.items()}
+        delay = RETRY_FIRST_SECONDS
+        while todo:
             try:
-                return self.store.update_partial((p.product_id, p.fields) for p in pending)
+                outcome.update(self.store.update_if_newer(todo))
+                todo = {pid: todo[pid] for pid in todo if outcome[pid] == TRANSIENT}
+                if todo:
+                    log.warning("store busy for %d updates; retrying in %.0f s", len(todo), delay)
             except Exception as err:  # connection errors differ between the two clients
-                if attempt == attempts - 1:
-                    raise
-                delay = min(30, 2 ** attempt)
-                log.warning("store unavailable (%s); retrying in %d s", err, delay)
+                log.warning("store unavailable (%s); retrying in %.0f s", err, delay)
+            if todo:
+                if self.stopping:
+                    raise _Interrupted()
                 time.sleep(delay)
-        raise AssertionError("unreachable")
+                delay = min(RETRY_MAX_SECONDS, delay * 2)
+        return outcome
 
     def _throttle(self, batch: int) -> None:
         """Sleep as needed so the store never sees more than the configured rate."""
-        earliest = self._started + (self.applied + batch) / self.settings.updater_max_docs_per_second
+        earliest = self._started + (self._written + batch) / self.settings.updater_max_docs_per_second
         delay = earliest - time.monotonic()
         if delay > 0:
             time.sleep(delay)
 
-    def _dead_letter(self, channel, delivery_tag: int, body: bytes, reason: str) -> None:
+    def _dead_letter(self, channel, line: bytes, reason: str, message_id: str | None) -> None:
         exchange, _ = dead_letter_names(self.settings.predictions_queue)
-        log.error("dead-lettering a message: %s", reason)
-        channel.basic_publish(exchange=exchange, routing_key="", body=body,
+        log.error("dead-lettering a prediction: %s", reason)
+        headers = {"x-prodcat-reason": reason[:1000]}
+        if message_id:
+            headers["x-prodcat-message-id"] = message_id
+        channel.basic_publish(exchange=exchange, routing_key="", body=line,
                               properties=pika.BasicProperties(
-                                  delivery_mode=pika.DeliveryMode.Persistent,
-                                  headers={"x-prodcat-reason": reason[:1000]}))
-        channel.basic_ack(delivery_tag)
-        self.dead_lettered += 1
+                                  delivery_mode=pika.DeliveryMode.Persistent, headers=headers))
+        self.counts["dead_lettered"] += 1
 
 
 def main(argv=None) -> None:

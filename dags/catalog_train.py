@@ -100,7 +100,10 @@ def catalog_train():
 
     @task
     def record_run_stats(run: str) -> dict:
-        return run_stage("shared_config.runs", "record-stats", "--run-id", run)
+        """Gather every stage's figures, then index them in the store for the UIs."""
+        recorded = run_stage("shared_config.runs", "record-stats", "--run-id", run)
+        run_stage("store.run_stats", "--run-id", run)
+        return recorded
 
     run = create_run()
     dumped = dump_products(run)

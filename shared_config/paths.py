@@ -28,6 +28,7 @@ TEMPLATES = {
     "quarantine": "{prefix}/runs/{run_id}/quarantine/",
     "checkpoints": "{prefix}/runs/{run_id}/checkpoints/{hparams_id}/",
     "predictions": "{prefix}/runs/{run_id}/predictions/",
+    "publish_progress": "{prefix}/runs/{run_id}/predictions/published/",
     "stats": "{prefix}/runs/{run_id}/stats/",
 }
 RUN_SUBDIRS = ("dump", "tfrecords", "transform_fn", "quarantine", "checkpoints",
@@ -125,6 +126,11 @@ class RunPaths:
     @property
     def predictions_dir(self) -> str:
         return self._fill("predictions")
+
+    @property
+    def publish_progress_dir(self) -> str:
+        """How far each publisher worker got, so a re-run publish goes on from there."""
+        return self._fill("publish_progress")
 
     @property
     def stats_dir(self) -> str:

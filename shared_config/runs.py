@@ -24,6 +24,14 @@ def create_run(paths: RunPaths, params: dict, airflow_run_id: str | None = None)
     return {"run_id": paths.run_id, "run_dir": paths.run_dir}
 
 
+def run_version(paths: RunPaths) -> int:
+    """The run's creation time in milliseconds: a later run's predictions win in the store."""
+    if not storage.exists(paths.manifest):
+        raise FileNotFoundError(f"no run manifest at {paths.manifest}: create the run first")
+    created = dt.datetime.fromisoformat(storage.read_json(paths.manifest)["created_at"])
+    return int(created.timestamp() * 1000)
+
+
 def record_stats(paths: RunPaths) -> dict:
     """Merge every stage's stats file into ``stats/run.json``."""
     stages = {}

@@ -18,8 +18,10 @@ class Settings:
     store_backend: str
     store_url: str
     store_index: str
+    runs_index: str
     amqp_url: str
     predictions_queue: str
+    predictions_queue_max_length: int
     updater_max_docs_per_second: float
     updater_batch_size: int
 
@@ -35,8 +37,11 @@ class Settings:
             store_backend=backend,
             store_url=env.get("PRODCAT_STORE_URL", "http://127.0.0.1:9200"),
             store_index=env.get("PRODCAT_STORE_INDEX", "products"),
+            runs_index=env.get("PRODCAT_RUNS_INDEX", "prodcat-runs"),
             amqp_url=env.get("PRODCAT_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
             predictions_queue=env.get("PRODCAT_PREDICTIONS_QUEUE", "prodcat.predictions"),
+            predictions_queue_max_length=_positive(
+                env, "PRODCAT_PREDICTIONS_QUEUE_MAX_LENGTH", "200000", int),
             updater_max_docs_per_second=_positive(
                 env, "PRODCAT_UPDATER_MAX_DOCS_PER_SECOND", "2000", float),
             updater_batch_size=_positive(env, "PRODCAT_UPDATER_BATCH_SIZE", "500", int),

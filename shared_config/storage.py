@@ -46,6 +46,11 @@ def exists(path: str) -> bool:
     return filesystem(path).exists(path)
 
 
+def remove(path: str) -> None:
+    """Delete a file, or a directory with everything in it."""
+    filesystem(path).rm(path, recursive=True)
+
+
 def upload(local: str, target: str) -> None:
     """Copy a local file, or a directory tree, to ``target`` (local or remote)."""
     if os.path.isdir(local):

@@ -30,6 +30,8 @@ PRODUCT_MAPPINGS = {
         "exclusive_label": {"type": "keyword"},
         "label_source": {"type": "keyword"},
         "prediction_run_id": {"type": "keyword"},
+        "prediction_version": {"type": "long"},
+        "prediction_path": {"type": "keyword"},
         "prediction": {"type": "object", "enabled": False},
     },
 }
@@ -37,6 +39,15 @@ PRODUCT_MAPPINGS = {
 
 class StoreError(RuntimeError):
     """The store rejected a request or some documents of a bulk request."""
+
+
+# What became of one versioned update (``ProductStore.update_if_newer``).
+APPLIED = "applied"
+ALREADY_APPLIED = "already_applied"  # the same version is there: a re-delivery
+SUPERSEDED = "superseded"  # a newer run's prediction is there: left alone
+TRANSIENT = "transient"  # the store was busy or failing: try again later
+REJECTED = "rejected"  # the store refused it (unknown product, bad field): ``rejected: reason``
+_CONFLICT_ATTEMPTS = 5
 
 
 class _OpenSearchBackend:
@@ -55,6 +66,10 @@ class _OpenSearchBackend:
     def close_pit(self, pit_id: str) -> None:
         self.client.delete_pit(body={"pit_id": [pit_id]})
 
+    def mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict]:
+        return self.client.mget(index=index, body={"ids": ids},
+                                _source_includes=",".join(fields))["docs"]
+
 
 class _ElasticsearchBackend:
     def __init__(self, url: str):
@@ -72,6 +87,9 @@ class _ElasticsearchBackend:
     def close_pit(self, pit_id: str) -> None:
         self.client.close_point_in_time(id=pit_id)
 
+    def mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict]:
+        return self.client.mget(index=index, ids=ids, source_includes=fields)["docs"]
+
 
 BACKENDS = {"opensearch": _OpenSearchBackend, "elasticsearch": _ElasticsearchBackend}
 
@@ -79,12 +97,13 @@ BACKENDS = {"opensearch": _OpenSearchBackend, "elasticsearch": _ElasticsearchBac
 class ProductStore:
     """The product index: create it, load it, page through it, update it."""
 
-    def __init__(self, backend: str, url: str, index: str):
+    def __init__(self, backend: str, url: str, index: str, mappings: dict | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"unknown store backend {backend!r}; use one of {sorted(BACKENDS)}")
         self.backend = BACKENDS[backend](url)
         self.client = self.backend.client
         self.index = index
+        self.mappings = mappings or PRODUCT_MAPPINGS
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "ProductStore":
@@ -96,7 +115,7 @@ class ProductStore:
             if not recreate:
                 return
             self.client.indices.delete(index=self.index)
-        self.client.indices.create(index=self.index, body={"mappings": PRODUCT_MAPPINGS})
+        self.client.indices.create(index=self.index, body={"mappings": self.mappings})
 
     def refresh(self) -> None:
         self.client.indices.refresh(index=self.index)
@@ -147,6 +166,55 @@ class ProductStore:
         actions = ({"_op_type": "update", "_index": self.index, "_id": pid, "doc": fields}
                    for pid, fields in updates)
         return self._bulk(actions, chunk_size)[1]
+
+    def update_if_newer(self, updates: dict[str, tuple[int, dict]],
+                        chunk_size: int = 500) -> dict[str, str]:
+        """Apply ``{product_id: (version, fields)}`` where the product holds no newer version.
+
+        Optimistic concurrency: read each product's ``prediction_version`` with its
+        sequence number, then update only if the document has not changed since
+        (``if_seq_no``); a product changed meanwhile is read again. So an older
+        run never overwrites a newer one and a re-delivered update is not applied
+        twice, whatever the order of the writers. Returns an outcome per id
+        (``APPLIED``, ``ALREADY_APPLIED``, ``SUPERSEDED``, ``TRANSIENT`` or
+        ``"rejected: reason"``); a failed connection raises.
+        """
+        outcome: dict[str, str] = {}
+        todo = dict(updates)
+        for _ in range(_CONFLICT_ATTEMPTS):
+            if not todo:
+                break
+            actions = []
+            for doc in self.backend.mget(self.index, list(todo), ["prediction_version"]):
+                product_id = doc["_id"]
+                version, fields = todo[product_id]
+                stored = doc.get("_source", {}).get("prediction_version") if doc.get("found") else None
+                if not doc.get("found"):
+                    outcome[product_id] = f"{REJECTED}: 404: no such product"
+                elif stored is not None and stored > version:
+                    outcome[product_id] = SUPERSEDED
+                elif stored == version:
+                    outcome[product_id] = ALREADY_APPLIED
+                else:
+                    actions.append({"_op_type": "update", "_index": self.index, "_id": product_id,
+                                    "doc": fields, "if_seq_no": doc["_seq_no"],
+                                    "if_primary_term": doc["_primary_term"]})
+            failures = self._bulk(actions, chunk_size)[1]
+            conflicts = {}
+            for action in actions:
+                product_id = action["_id"]
+                reason = failures.get(product_id)
+                if reason is None:
+                    outcome[product_id] = APPLIED
+                elif reason.startswith("409"):
+                    conflicts[product_id] = todo[product_id]  # changed since read: look again
+                elif reason.startswith(("429", "5")):
+                    outcome[product_id] = TRANSIENT
+                else:
+                    outcome[product_id] = f"{REJECTED}: {reason}"
+            todo = conflicts
+        outcome.update({product_id: TRANSIENT for product_id in todo})
+        return outcome
 
     def iter_products(self, page_size: int = 1000, keep_alive: str = "5m") -> Iterator[dict]:
         """Every product once, in pages, over a point in time with ``search_after``."""

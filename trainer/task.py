@@ -12,8 +12,10 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from beam_pipelines.raw_schema import raw_feature_spec
+from catalog_data.rules import ancestors_and_self
 from shared_config import features, storage
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
+from shared_config.runs import run_version
 from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
@@ -23,7 +25,7 @@ from trainer.ssl_gan import build_ssl_gan
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
 PREDICTIONS_PER_SHARD = 100_000
-RULE_TOP_K = 5
+TOP_K = 5
 
 
 def _vocabularies(paths: RunPaths) -> data.Vocabularies:
@@ -96,37 +98,50 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
 
 
 def predict(paths: RunPaths, hparams_id: str) -> dict:
-    """Score every product; stream predictions to gzipped JSON-lines shards."""
+    """Score every product; stream predictions to gzipped JSON-lines shards.
+
+    Each record: the product id, the run id and its version (the run's creation
+    time, so the store keeps the newest run's predictions), the model, and per
+    objective the top categories with scores and the predicted category's path.
+    """
     model, hparams = _load(paths, hparams_id)
+    version = run_version(paths)
     vocabs = _vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
     files = [f for split in SPLITS for f in data.tfrecord_files(paths, CATALOG, split)]
+    for stale in storage.glob(paths.predictions_dir + "part-*") + storage.glob(
+            paths.publish_progress_dir + "*"):  # an earlier predict's, never half of each
+        storage.remove(stale)
     with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
-        for inputs, ids in data.dataset(files, vocabs, 512, keep_ids=True):
+        for batch, (inputs, ids) in enumerate(data.dataset(files, vocabs, 512, keep_ids=True)):
             outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
             for row, product_id in enumerate(ids.numpy()):
                 record = {"id": product_id.decode("utf-8"), "run_id": paths.run_id,
-                          "model": hparams_id}
+                          "version": version, "model": hparams_id}
                 record.update(_describe(outputs, row, names, hparams.rule_threshold))
                 shards.write(record)
-    return {"predictions": shards.records, "shards": shards.shards,
+            if batch % 50 == 49:
+                log.info("predicted %d products", shards.records)
+    return {"predictions": shards.records, "shards": shards.shards, "version": version,
             "predictions_dir": paths.predictions_dir}
 
 
+def _scored(name: str, score) -> dict:
+    return {"category": name, "score": round(float(score), 4), "path": ancestors_and_self(name)}
+
+
 def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:
+    """The top categories of one product; ``path`` is the category with its ancestors."""
     described = {}
     if "exclusive" in outputs:
         scores = outputs["exclusive"][row]
-        best = int(scores.argmax())
-        category = names["exclusive"][best]
-        described["exclusive"] = {"category": category, "score": round(float(scores[best]), 4),
-                                  "path": category.split(" > ")}
+        top = [_scored(names["exclusive"][i], scores[i]) for i in np.argsort(-scores)[:TOP_K]]
+        described["exclusive"] = {**top[0], "top": [{k: t[k] for k in ("category", "score")}
+                                                    for t in top]}
     if "rule_based" in outputs:
         scores = outputs["rule_based"][row]
-        top = np.argsort(-scores)[:RULE_TOP_K]
-        described["rule_based"] = [{"category": names["rule_based"][i],
-                                    "score": round(float(scores[i]), 4)}
-                                   for i in top if scores[i] >= threshold]
+        described["rule_based"] = [_scored(names["rule_based"][i], scores[i])
+                                   for i in np.argsort(-scores)[:TOP_K] if scores[i] >= threshold]
     return described
 
 

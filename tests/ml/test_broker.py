@@ -1,3 +1,5 @@
+"""Predictions through the real RabbitMQ node into the real store."""
+import dataclasses
 import gzip
 import json
 import threading
@@ -5,8 +7,10 @@ import threading
 import pika
 import pytest
 
+from broker import messages
 from broker.publish import publish
-from broker.topology import connect, dead_letter_names
+from broker.publish import ConfirmedSender
+from broker.topology import connect, dead_letter_names, declare_predictions_queue
 from broker.updater import Updater
 from shared_config import storage
 from shared_config.paths import RunPaths
@@ -14,14 +18,51 @@ from store import demo_catalog
 from store.client import ProductStore
 from store.load import load_products
 
+IDS = [f"demo-{i:07d}" for i in range(120)]
 
-def write_predictions(paths: RunPaths, ids):
+
+def prediction(product_id: str, run_id: str, version: int, category="Shoes > Boots") -> dict:
+    return {"id": product_id, "run_id": run_id, "version": version, "model": "m",
+            "exclusive": {"category": category, "score": 0.9,
+                          "path": ["Shoes", category] if " > " in category else [category]}}
+
+
+def write_predictions(paths: RunPaths, ids, version=1000, category="Shoes > Boots"):
     with storage.open_file(paths.predictions_dir + "part-00000.jsonl.gz", "wb") as raw, \
             gzip.open(raw, "wt") as out:
         for product_id in ids:
-            out.write(json.dumps({"id": product_id, "run_id": paths.run_id, "model": "m",
-                                  "exclusive": {"category": "shoes > boots", "score": 0.9,
-                                                "path": ["shoes", "boots"]}}) + "\n")
+            out.write(json.dumps(prediction(product_id, paths.run_id, version, category)) + "\n")
+
+
+def versions(store: ProductStore, ids) -> dict:
+    """Each product's document version: 1 when loaded, +1 for every write since."""
+    docs = store.client.mget(index=store.index, body={"ids": list(ids)})["docs"]
+    return {doc["_id"]: doc["_version"] for doc in docs}
+
+
+def dead_letters(settings, expected: int) -> list[tuple[bytes, dict]]:
+    connection = connect(settings.amqp_url)
+    channel = connection.channel()
+    found = []
+    for _ in range(expected + 1):
+        method, properties, body = channel.basic_get(dead_letter_names(settings.predictions_queue)[1],
+                                                     auto_ack=True)
+        if method is None:
+            break
+        found.append((body, properties.headers))
+    connection.close()
+    return found
+
+
+def send_raw(settings, *bodies: bytes) -> None:
+    connection = connect(settings.amqp_url)
+    channel = connection.channel()
+    declare_predictions_queue(channel, settings.predictions_queue,
+                              settings.predictions_queue_max_length)
+    for body in bodies:
+        channel.basic_publish("", settings.predictions_queue, body,
+                              pika.BasicProperties(delivery_mode=2, message_id="raw"))
+    connection.close()
 
 
 @pytest.fixture
@@ -31,54 +72,104 @@ def loaded_store(broker_settings):
     return store
 
 
-def test_published_predictions_reach_the_store(broker_settings, loaded_store):
+def test_message_lines_become_versioned_updates_or_reasons():
+    good = json.dumps(prediction("p1", "run-a", 7)).encode()
+    updates, bad = messages.parse(good + b"\n{oops\n" + b'{"id": "p2", "run_id": "r"}\n\n')
+    assert [(u.product_id, u.version) for u in updates] == [("p1", 7)]
+    assert updates[0].fields["prediction_path"] == ["Shoes", "Shoes > Boots"]
+    assert updates[0].fields["prediction_run_id"] == "run-a"
+    assert [reason.split(":")[0] for _, reason in bad] == [
+        "not JSON", "a prediction needs a non-negative integer 'version'"]
+    assert messages.parse(b"  ") == ([], [(b"  ", "empty message")])
+
+
+def test_published_predictions_reach_the_store_once(broker_settings, loaded_store):
     paths = RunPaths.for_run("run-a")
-    ids = [f"demo-{i:07d}" for i in range(120)]
-    write_predictions(paths, ids)
-    assert publish(paths, broker_settings)["published"] == 120
-    result = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
-    assert result == {"applied": 120, "dead_lettered": 0}
+    write_predictions(paths, IDS)
+    result = publish(paths, broker_settings, workers=3, per_message=7)
+    assert result["published"] == 120 and result["messages"] == 18  # ceil(120 / 7)
+    counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
+    assert counts == {"applied": 120, "already_applied": 0, "superseded": 0, "dead_lettered": 0}
     loaded_store.refresh()
     assert loaded_store.count({"term": {"prediction_run_id": "run-a"}}) == 120
+    assert loaded_store.count({"term": {"prediction_path": "Shoes > Boots"}}) == 120
     doc = loaded_store.get("demo-0000042")
-    assert doc["prediction"]["exclusive"]["path"] == ["shoes", "boots"]
-    assert doc["title"]  # a partial update keeps the product's own fields
+    assert doc["prediction"]["exclusive"]["path"] == ["Shoes", "Shoes > Boots"]
+    assert doc["prediction_version"] == 1000 and doc["title"]  # the product's own fields kept
+    assert set(versions(loaded_store, IDS).values()) == {2}  # written exactly once
 
 
-def test_bad_messages_and_unknown_products_are_dead_lettered(broker_settings, loaded_store):
-    connection = connect(broker_settings.amqp_url)
-    channel = connection.channel()
-    queue = broker_settings.predictions_queue
-    from broker.topology import declare_predictions_queue
-    declare_predictions_queue(channel, queue)
-    good = {"id": "demo-0000001", "run_id": "run-b", "model": "m"}
-    for body in (b"{not json", json.dumps({"id": "ghost", "run_id": "run-b"}).encode(),
-                 json.dumps(good).encode()):
-        channel.basic_publish("", queue, body, pika.BasicProperties(delivery_mode=2))
-    connection.close()
-    result = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
-    assert result == {"applied": 1, "dead_lettered": 2}
-    connection = connect(broker_settings.amqp_url)
-    channel = connection.channel()
-    reasons = []
-    for _ in range(2):
-        method, properties, _ = channel.basic_get(dead_letter_names(queue)[1], auto_ack=True)
-        assert method is not None
-        reasons.append(properties.headers["x-prodcat-reason"])
-    connection.close()
-    assert any("not JSON" in r for r in reasons) and any("missing" in r for r in reasons)
+def test_a_publish_run_again_resumes_and_a_repeat_applies_nothing_twice(broker_settings,
+                                                                        loaded_store):
+    paths = RunPaths.for_run("run-b")
+    write_predictions(paths, IDS)
+    publish(paths, broker_settings, workers=2, per_message=10)
+    again = publish(paths, broker_settings, workers=2, per_message=10)
+    assert again["published"] == 0 and again["skipped_messages"] == 12
+    repeat = publish(paths, broker_settings, workers=2, per_message=10, restart=True)
+    assert repeat["published"] == 120
+    counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
+    assert counts["applied"] == 120 and counts["already_applied"] == 120
+    assert set(versions(loaded_store, IDS).values()) == {2}
+
+
+def test_an_older_run_never_overwrites_a_newer_one(broker_settings, loaded_store):
+    newer, older = RunPaths.for_run("run-new"), RunPaths.for_run("run-old")
+    write_predictions(newer, IDS[:60], version=2000, category="Bags")
+    write_predictions(older, IDS, version=1000, category="Shoes > Boots")
+    publish(newer, broker_settings, workers=1)
+    publish(older, broker_settings, workers=1)  # arrives after the newer one
+    counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
+    assert counts == {"applied": 120, "already_applied": 0, "superseded": 60, "dead_lettered": 0}
     loaded_store.refresh()
-    assert loaded_store.get("demo-0000001")["prediction_run_id"] == "run-b"
+    assert loaded_store.count({"term": {"prediction_run_id": "run-new"}}) == 60
+    assert loaded_store.count({"term": {"prediction_run_id": "run-old"}}) == 60  # the rest
+    assert loaded_store.get(IDS[0])["prediction"]["exclusive"]["category"] == "Bags"
+
+
+def test_malformed_lines_and_unknown_products_are_dead_lettered_alone(broker_settings,
+                                                                       loaded_store):
+    good = json.dumps(prediction("demo-0000001", "run-c", 5)).encode()
+    ghost = json.dumps(prediction("ghost", "run-c", 5)).encode()
+    send_raw(broker_settings, b"{not json", b"\n".join([good, b"[1, 2]", ghost]), b"")
+    counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
+    assert counts["applied"] == 1 and counts["dead_lettered"] == 4
+    found = dead_letters(broker_settings, 4)
+    reasons = sorted(headers["x-prodcat-reason"].split(":")[0] for _, headers in found)
+    assert reasons == ["empty message", "not JSON", "not a JSON object", "rejected"]
+    assert {body for body, _ in found} >= {b"{not json", ghost}
+    assert all(headers["x-prodcat-message-id"] == "raw" for _, headers in found)
+    loaded_store.refresh()
+    assert loaded_store.get("demo-0000001")["prediction_run_id"] == "run-c"
 
 
 def test_updater_stops_cleanly_and_leaves_nothing_unacknowledged(broker_settings, loaded_store):
-    paths = RunPaths.for_run("run-c")
-    write_predictions(paths, [f"demo-{i:07d}" for i in range(120)])
-    publish(paths, broker_settings)
+    paths = RunPaths.for_run("run-d")
+    write_predictions(paths, IDS)
+    publish(paths, broker_settings, workers=1, per_message=5)
     updater = Updater(loaded_store, broker_settings)
     threading.Timer(0.2, updater.stop).start()
     first = updater.run()
     rest = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
     assert first["applied"] + rest["applied"] == 120
     loaded_store.refresh()
-    assert loaded_store.count({"term": {"prediction_run_id": "run-c"}}) == 120
+    assert loaded_store.count({"term": {"prediction_run_id": "run-d"}}) == 120
+
+
+def test_a_full_queue_refuses_messages_and_the_sender_waits_for_room(broker_settings):
+    settings = dataclasses.replace(broker_settings, predictions_queue_max_length=2)
+    sender = ConfirmedSender(settings, give_up_after=30)
+    sender.send(b"1", "m1", "r")
+    sender.send(b"2", "m2", "r")
+    third = threading.Thread(target=sender.send, args=(b"3", "m3", "r"))
+    third.start()
+    third.join(1.5)
+    assert third.is_alive()  # refused (nack) and retrying: not dropped, not queued
+    connection = connect(settings.amqp_url)
+    channel = connection.channel()
+    assert channel.basic_get(settings.predictions_queue, auto_ack=True)[2] == b"1"
+    third.join(30)
+    bodies = [channel.basic_get(settings.predictions_queue, auto_ack=True)[2] for _ in range(3)]
+    connection.close()
+    sender.close()
+    assert bodies == [b"2", b"3", None] and sender.reconnects >= 1

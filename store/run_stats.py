@@ -1,0 +1,101 @@
+"""The run statistics index: one document per run, for a labelling or admin UI.
+
+    python -m store.run_stats --run-id R
+
+Reads the run's ``stats/run.json`` (``python -m shared_config.runs record-stats``)
+and its manifest, and indexes the run under its id in ``PRODCAT_RUNS_INDEX``:
+counts at each stage, the headline validation metrics of the model and of its
+baseline, per-class precision/recall/F1 as a list a UI can filter, and the whole
+summary (not indexed) for anything else. Indexing the same run again replaces it.
+"""
+from __future__ import annotations
+
+import argparse
+
+from shared_config import storage
+from shared_config.cli import finish_stage, run_paths, setup_logging
+from shared_config.paths import RunPaths
+from shared_config.settings import Settings
+from store.client import ProductStore
+
+RUN_MAPPINGS = {
+    "dynamic": False,
+    "properties": {
+        "id": {"type": "keyword"},
+        "run_id": {"type": "keyword"},
+        "created_at": {"type": "date"},
+        "recorded_at": {"type": "date"},
+        "model": {"type": "keyword"},
+        "model_type": {"type": "keyword"},
+        "baseline_model": {"type": "keyword"},
+        "counts": {"properties": {name: {"type": "long"} for name in (
+            "dumped", "quarantined", "examples", "predicted", "published")}},
+        "metrics": {"properties": {name: {"type": "float"} for name in (
+            "exclusive_accuracy", "exclusive_macro_f1", "rule_based_micro_f1",
+            "rule_based_macro_f1", "baseline_exclusive_accuracy", "baseline_exclusive_macro_f1")}},
+        "per_class": {"properties": {
+            "model": {"type": "keyword"}, "objective": {"type": "keyword"},
+            "category": {"type": "keyword"}, "precision": {"type": "float"},
+            "recall": {"type": "float"}, "f1": {"type": "float"}, "support": {"type": "long"}}},
+        "stats": {"type": "object", "enabled": False},
+    },
+}
+HEADLINES = {"exclusive": ("accuracy", "macro_f1"), "rule_based": ("micro_f1", "macro_f1")}
+
+
+def run_document(summary: dict, manifest: dict) -> dict:
+    """The run's document from its stats summary and manifest."""
+    stages = summary["stages"]
+    get = lambda stage, key: stages.get(stage, {}).get(key)  # noqa: E731
+    metrics, per_class = {}, []
+    for role, prefix in (("model", ""), ("baseline", "baseline_")):
+        objectives = stages.get(f"{prefix}evaluate_valid", {}).get("objectives", {})
+        for objective, figures in objectives.items():
+            for name in HEADLINES[objective]:
+                if role == "model" or objective == "exclusive":
+                    metrics[f"{prefix}{objective}_{name}"] = figures[name]
+            per_class += [{"model": role, "objective": objective, "category": category, **values}
+                          for category, values in figures.get("per_class", {}).items()]
+    examples = get("preprocess", "examples") or {}
+    counts = {"dumped": get("dump", "products"), "quarantined": get("preprocess", "quarantined"),
+              "examples": sum(v for k, v in examples.items() if k.startswith("catalog_")) or None,
+              "predicted": get("predict", "predictions"), "published": get("publish", "published")}
+    return {"id": summary["run_id"], "run_id": summary["run_id"],
+            "created_at": manifest.get("created_at"), "recorded_at": summary.get("recorded_at"),
+            "model": get("train", "hparams_id"), "model_type": get("train", "model_type"),
+            "baseline_model": get("baseline_train", "hparams_id"),
+            "counts": {k: v for k, v in counts.items() if v is not None},
+            "metrics": metrics, "per_class": per_class, "stats": summary}
+
+
+def runs_store(settings: Settings) -> ProductStore:
+    return ProductStore(settings.store_backend, settings.store_url, settings.runs_index,
+                        mappings=RUN_MAPPINGS)
+
+
+def index_run(paths: RunPaths, settings: Settings) -> dict:
+    summary_file = paths.stats_file("run")
+    if not storage.exists(summary_file):
+        raise FileNotFoundError(f"no {summary_file}: run `python -m shared_config.runs "
+                                f"record-stats --run-id {paths.run_id}` first")
+    manifest = storage.read_json(paths.manifest) if storage.exists(paths.manifest) else {}
+    document = run_document(storage.read_json(summary_file), manifest)
+    store = runs_store(settings)
+    store.create_index()
+    store.index_products([document])
+    return {"index": settings.runs_index, "run_id": paths.run_id,
+            "per_class_rows": len(document["per_class"]), "metrics": document["metrics"]}
+
+
+def main(argv=None) -> None:
+    setup_logging()
+    parser = argparse.ArgumentParser(prog="python -m store.run_stats", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-id", required=True)
+    args = parser.parse_args(argv)
+    paths = run_paths(parser, args.run_id)
+    finish_stage(paths, "run_stats_indexed", index_run(paths, Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()
