@@ -14,11 +14,12 @@ Fashion-MNIST (``--dataset fashion_mnist``): the same methods but the rule-based
 one, with 100 and 1,000 labelled images.
 
     .venvs/ml/bin/python -m benchmarks.label_efficiency [--seeds 3] [--dataset reviews]
-        [--budgets 0.01,0.02] [--ssl-epochs 10]
+        [--budgets 0.01,0.02] [--ssl-epochs 10] [--ssl-options JSON]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 
@@ -45,7 +46,7 @@ from trainer.ssl_gan import build_ssl_gan  # noqa: E402
 TEXT_FEATURES = 2000
 BATCH = 128
 SSL_EPOCHS = 10
-SSL_OPTIONS: dict = {}  # extra SSL-GAN hyperparameters, for trying variants
+SSL_OPTIONS: dict = {}  # extra SSL-GAN hyperparameters (--ssl-options), for trying variants
 
 
 def reviews():
@@ -140,8 +141,11 @@ def main(argv=None) -> None:
                                           "labelled rows (default: all of the data set's)")
     parser.add_argument("--ssl-epochs", type=int, default=SSL_EPOCHS,
                         help="epochs over every training row for the SSL-GAN")
+    parser.add_argument("--ssl-options", type=json.loads, default={},
+                        help='SSL-GAN hyperparameters to try, as JSON: \'{"entropy_weight": 0.1}\'')
     args = parser.parse_args(argv)
     SSL_EPOCHS = args.ssl_epochs
+    SSL_OPTIONS.update(args.ssl_options)
     x, y, is_test, rules, classes = reviews() if args.dataset == "reviews" else fashion()
     x_train, y_train, x_test, y_test = x[~is_test], y[~is_test], x[is_test], y[is_test]
     rules_train = rules[~is_test] if rules is not None else None
@@ -150,7 +154,8 @@ def main(argv=None) -> None:
     if args.budgets:
         budgets = [float(b) for b in args.budgets.split(",")]
     print(f"{args.dataset}: {len(y_train):,} training rows, {len(y_test):,} test rows, "
-          f"{classes} classes, seeds 0..{args.seeds - 1}, SSL-GAN epochs {SSL_EPOCHS}", flush=True)
+          f"{classes} classes, seeds 0..{args.seeds - 1}, SSL-GAN epochs {SSL_EPOCHS}"
+          + (f", SSL-GAN options {json.dumps(SSL_OPTIONS)}" if SSL_OPTIONS else ""), flush=True)
     print(f"{'labelled':<10}{'method':<17}{'macro-F1':>16}{'accuracy':>16}{'seconds':>9}")
     for budget in budgets:
         count = int(round(budget * len(y_train))) if budget <= 1 else int(budget)

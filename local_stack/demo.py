@@ -27,6 +27,7 @@ from shared_config.settings import Settings
 from store import demo_catalog
 from store.client import ProductStore
 from store.load import load_products, read_jsonl
+from store.run_stats import runs_store
 
 log = logging.getLogger("prodcat.demo")
 
@@ -69,7 +70,7 @@ def _metric_lines(model_type: str, evaluation: dict) -> list[str]:
     return lines
 
 
-def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str:
+def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> str:
     stages = storage.read_json(paths.stats_file("run"))["stages"]
     airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
     pre = stages["preprocess"]
@@ -94,8 +95,13 @@ def summary(paths: RunPaths, updated: int, sample: dict, catalogue: dict) -> str
         lines += _metric_lines(stages["baseline_train"]["model_type"],
                                stages["baseline_evaluate_valid"])
     lines += [
-        f"predictions published   {stages['publish']['published']}",
-        f"documents updated       {updated} (carry prediction_run_id={paths.run_id})",
+        f"predictions published   {stages['publish']['published']} "
+        f"({stages['publish']['messages']} messages, {stages['publish']['workers']} workers, "
+        f"{stages['publish']['seconds']} s)",
+        f"predictions applied     {delivered['updated']} documents carry "
+        f"prediction_run_id={paths.run_id}, {delivered['with_path']} with a category path",
+        f"run statistics          in the store's {delivered['runs_index']!r} index: "
+        f"{json.dumps(delivered['run_metrics'])}",
         f"sample document         {json.dumps(sample)}",
         f"run files               {paths.run_dir}",
         "Airflow UI              make airflow-ui, then open "
@@ -125,10 +131,17 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
         log.info("catalogue loaded: %s", catalogue)
         run_dag(args.run_id, {"epochs": args.epochs}, env)
         published = storage.read_json(paths.stats_file("publish"))["published"]
-        updated = wait_for_updates(store, args.run_id, published, args.update_timeout)
+        delivered = {"updated": wait_for_updates(store, args.run_id, published,
+                                                 args.update_timeout),
+                     "with_path": store.count({"bool": {"filter": [
+                         {"term": {"prediction_run_id": args.run_id}},
+                         {"exists": {"field": "prediction_path"}}]}}),
+                     "runs_index": settings.runs_index,
+                     "run_metrics": runs_store(settings).get(args.run_id)["metrics"]}
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
-        sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction")} if found else {}
-    return updated, published, sample, catalogue
+        sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction_path",
+                                           "prediction")} if found else {}
+    return delivered, published, sample, catalogue
 
 
 
@@ -152,13 +165,14 @@ def main(argv=None) -> int:
     paths = RunPaths.for_run(args.run_id, settings.prefix)
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
     try:
-        updated, published, sample, catalogue = run_demo(args, settings, paths, env)
+        delivered, published, sample, catalogue = run_demo(args, settings, paths, env)
     except (RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(summary(paths, updated, sample, catalogue))
-    if updated < published:
-        print(f"error: only {updated} of {published} predictions reached the store", file=sys.stderr)
+    print(summary(paths, delivered, sample, catalogue))
+    if min(delivered["updated"], delivered["with_path"]) < published:
+        print(f"error: only {delivered['updated']} of {published} predictions reached the store "
+              f"({delivered['with_path']} with a category path)", file=sys.stderr)
         return 1
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,6 +17,13 @@ log = logging.getLogger("prodcat.local_stack")
 
 class ServiceError(RuntimeError):
     """A local service could not be started."""
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def start_store(port: int = 9200) -> OsmemServer:

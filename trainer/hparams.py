@@ -28,6 +28,7 @@ class HParams:
     # semi-supervised GAN
     noise_dim: int = 100
     input_noise: float = 0.1  # std of Gaussian noise on the discriminator's inputs
+    real_fake_weight: float = 1.0  # weight of the real/fake term (0: the network trained supervised)
     entropy_weight: float = 0.0  # entropy minimisation on real rows (Dai et al. 2017)
     adversarial_weight: float = 0.0  # the generator's adversarial term beside feature matching
     rule_gan_signal: str = "none"
@@ -49,6 +50,8 @@ class HParams:
             raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
         if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:
             raise ValueError("labelled_share must be in [0, 1], noise_dim >= 1, input_noise >= 0")
+        if self.real_fake_weight < 0 or self.entropy_weight < 0 or self.adversarial_weight < 0:
+            raise ValueError("real_fake_weight, entropy_weight and adversarial_weight must be >= 0")
         if not self.hidden_units and self.model_type in ("ssl_gan", "dnn", "wide_deep"):
             raise ValueError(f"{self.model_type} needs at least one hidden layer")
 

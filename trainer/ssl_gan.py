@@ -36,7 +36,8 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     """The discriminator's loss terms (backend-neutral ``keras.ops``)."""
     real_lse = ops.logsumexp(real["exclusive"], axis=-1)
     fake_lse = ops.logsumexp(fake["exclusive"], axis=-1)
-    terms = {"real_fake": ops.mean(ops.softplus(-real_lse)) + ops.mean(ops.softplus(fake_lse))}
+    terms = {"real_fake": hparams.real_fake_weight * (ops.mean(ops.softplus(-real_lse))
+                                                      + ops.mean(ops.softplus(fake_lse)))}
     if "exclusive" in targets:
         cross_entropy = keras.losses.sparse_categorical_crossentropy(
             targets["exclusive"], real["exclusive"], from_logits=True)

@@ -31,7 +31,7 @@ def settings(store_server, tmp_path, monkeypatch) -> Settings:
     """Settings for one test: its own prefix, index and queue on the shared services."""
     suffix = uuid.uuid4().hex[:8]
     env = {"PRODCAT_PREFIX": str(tmp_path / "prefix"), "PRODCAT_STORE_URL": store_server.url,
-           "PRODCAT_STORE_INDEX": f"products-{suffix}",
+           "PRODCAT_STORE_INDEX": f"products-{suffix}", "PRODCAT_RUNS_INDEX": f"runs-{suffix}",
            "PRODCAT_PREDICTIONS_QUEUE": f"predictions-{suffix}",
            "PRODCAT_UPDATER_BATCH_SIZE": "50"}
     for key, value in env.items():

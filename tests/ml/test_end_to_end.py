@@ -15,6 +15,7 @@ from shared_config.paths import RunPaths
 from store import demo_catalog
 from store.client import ProductStore
 from store.load import load_products
+from store.run_stats import runs_store
 
 PRODUCTS = 300
 
@@ -55,6 +56,12 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
     examples = stats["preprocess"]["examples"]
     assert sum(examples[f"catalog_{split}"] for split in ("train", "valid", "test")) == PRODUCTS
     assert stats["publish"]["published"] == PRODUCTS
+    runs = runs_store(broker_settings)
+    runs.refresh()
+    indexed = runs.get("e2e-run")
+    assert indexed["counts"]["published"] == PRODUCTS and indexed["model"] == stats["train"]["hparams_id"]
+    assert indexed["metrics"]["exclusive_macro_f1"] == stats["evaluate_valid"]["objectives"][
+        "exclusive"]["macro_f1"]
     assert set(stats["evaluate_valid"]["objectives"]) == {"exclusive", "rule_based"}
     manifest = storage.read_json(paths.manifest)
     assert manifest["params"]["epochs"] == 2 and manifest["airflow_run_id"]
@@ -69,6 +76,7 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
         assert prediction["exclusive"]["category"] in demo_catalog.CATEGORY_TREE
         category = prediction["exclusive"]["category"]
         assert prediction["exclusive"]["path"][-1] == category
+        assert product["prediction_path"] == prediction["exclusive"]["path"]
         assert category.startswith(prediction["exclusive"]["path"][0])
         assert 0 <= prediction["exclusive"]["score"] <= 1
         assert prediction["model"] == stats["train"]["hparams_id"]

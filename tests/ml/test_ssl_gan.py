@@ -36,6 +36,11 @@ def test_supervised_losses_only_count_the_rows_that_have_labels():
     with_options = discriminator_losses(real, fake, targets, weights, options)
     assert float(with_options["rule_fake"]) == pytest.approx(np.log(2), rel=1e-4)
     assert float(with_options["entropy"]) > 0
+    fake_looks_real = {**fake, "exclusive": ops.convert_to_tensor([[20.0, 20.0]])}
+    assert float(discriminator_losses(real, fake_looks_real, targets, weights, HP)["real_fake"]) > 10
+    supervised_only = HParams(real_fake_weight=0.0)
+    assert float(discriminator_losses(real, fake_looks_real, targets, weights,
+                                      supervised_only)["real_fake"]) == 0.0
 
 
 def test_feature_matching_is_zero_when_the_means_agree():

@@ -76,3 +76,67 @@ def test_rule_labels_are_positive_only_and_include_ancestors():
 def test_demo_catalogue_is_deterministic():
     assert list(demo_catalog.generate(50, seed=3)) == list(demo_catalog.generate(50, seed=3))
     assert list(demo_catalog.generate(50, seed=3)) != list(demo_catalog.generate(50, seed=4))
+
+
+def test_versioned_updates_keep_the_newest_run_and_apply_a_repeat_once(store):
+    from store.client import ALREADY_APPLIED, APPLIED, SUPERSEDED
+
+    load_products(store, demo_catalog.generate(3), recreate=True)
+    first = store.update_if_newer({
+        "demo-0000000": (20, {"prediction_version": 20, "prediction_run_id": "new"}),
+        "demo-0000001": (10, {"prediction_version": 10, "prediction_run_id": "old"}),
+        "ghost": (10, {"prediction_version": 10})})
+    assert first["demo-0000000"] == first["demo-0000001"] == APPLIED
+    assert first["ghost"].startswith("rejected: 404")
+    again = store.update_if_newer({
+        "demo-0000000": (10, {"prediction_version": 10, "prediction_run_id": "old"}),
+        "demo-0000001": (10, {"prediction_version": 10, "prediction_run_id": "old"})})
+    assert again == {"demo-0000000": SUPERSEDED, "demo-0000001": ALREADY_APPLIED}
+    newer = store.update_if_newer({"demo-0000001": (30, {"prediction_version": 30,
+                                                         "prediction_run_id": "newest"})})
+    assert newer == {"demo-0000001": APPLIED}
+    store.refresh()
+    assert store.get("demo-0000000")["prediction_run_id"] == "new"
+    assert store.get("demo-0000001")["prediction_run_id"] == "newest"
+    versions = {d["_id"]: d["_version"] for d in store.client.mget(
+        index=store.index, body={"ids": ["demo-0000000", "demo-0000001"]})["docs"]}
+    assert versions == {"demo-0000000": 2, "demo-0000001": 3}  # one write per applied update
+
+
+def test_run_statistics_go_to_their_own_index(settings):
+    from shared_config.runs import create_run, record_stats
+    from store.run_stats import index_run, runs_store
+
+    paths = RunPaths.for_run("stats-run", settings.prefix)
+    create_run(paths, {"epochs": 1})
+    per_class = {"Dresses > Dresses": {"precision": 0.5, "recall": 1.0, "f1": 0.667, "support": 2}}
+    stages = {
+        "dump": {"products": 10}, "preprocess": {"quarantined": 1, "examples": {
+            "catalog_train": 7, "catalog_valid": 1, "catalog_test": 1, "exclusive_train": 3}},
+        "train": {"hparams_id": "ssl_gan-1", "model_type": "ssl_gan"},
+        "evaluate_valid": {"objectives": {
+            "exclusive": {"accuracy": 0.5, "macro_f1": 0.4, "per_class": per_class},
+            "rule_based": {"micro_f1": 0.7, "macro_f1": 0.6, "per_class": {}}}},
+        "baseline_train": {"hparams_id": "dnn-1"},
+        "baseline_evaluate_valid": {"objectives": {
+            "exclusive": {"accuracy": 0.3, "macro_f1": 0.2, "per_class": per_class}}},
+        "predict": {"predictions": 9}, "publish": {"published": 9}}
+    for stage, result in stages.items():
+        storage.write_json(paths.stats_file(stage), result)
+    record_stats(paths)
+    result = index_run(paths, settings)
+    assert result["per_class_rows"] == 2
+    runs = runs_store(settings)
+    runs.refresh()
+    document = runs.get("stats-run")
+    assert document["counts"] == {"dumped": 10, "quarantined": 1, "examples": 9, "predicted": 9,
+                                  "published": 9}
+    assert document["metrics"] == {
+        "exclusive_accuracy": 0.5, "exclusive_macro_f1": 0.4, "rule_based_micro_f1": 0.7,
+        "rule_based_macro_f1": 0.6, "baseline_exclusive_accuracy": 0.3,
+        "baseline_exclusive_macro_f1": 0.2}
+    assert document["model"] == "ssl_gan-1" and document["baseline_model"] == "dnn-1"
+    assert runs.count({"term": {"per_class.category": "Dresses > Dresses"}}) == 1
+    index_run(paths, settings)  # again: replaced, not added
+    runs.refresh()
+    assert runs.count({"term": {"run_id": "stats-run"}}) == 1

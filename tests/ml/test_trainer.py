@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from shared_config import storage
+from shared_config.runs import create_run, run_version
 from store import demo_catalog
 from trainer import metrics
 from trainer.controller import main as controller_main
@@ -79,6 +80,7 @@ def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
         product.pop("_true_category")
     paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
     monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    create_run(paths, {})
     controller_main(["train_and_predict", "--run-id", "job", "--epochs", "3"])
     controller_main(["export", "--run-id", "job", "--epochs", "3"])
     hparams_id = HParams(epochs=3).hparams_id
@@ -99,4 +101,7 @@ def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
     for product, scores in zip(sample, exclusive):
         expected = predicted[product["id"]]["exclusive"]
         assert names[int(scores.argmax())] == expected["category"]
+        assert expected["top"][0]["category"] == expected["category"]
+        assert expected["path"][-1] == expected["category"] and len(expected["top"]) <= 5
+        assert predicted[product["id"]]["version"] == run_version(paths)
         assert float(scores.max()) == pytest.approx(expected["score"], abs=1e-3)
