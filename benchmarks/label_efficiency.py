@@ -9,7 +9,11 @@ training rows labelled, over several seeds, for:
 - ``dnn``: prodcat's network, supervised only (labelled rows);
 - ``ssl_gan``: prodcat's SSL-GAN (labelled rows + every unlabelled training row);
 - ``ssl_gan_rules``: the SSL-GAN with the rule-based objective added (the legacy
-  rules' labels on every training row).
+  rules' labels on every training row);
+- ``net_supervised`` and ``net_rules``: ablations, the same two with the GAN's
+  real/fake term switched off (``real_fake_weight=0``): the SSL-GAN's network,
+  batches and schedule, trained on the labels alone, so the GAN's own share of
+  any gain shows.
 Fashion-MNIST (``--dataset fashion_mnist``): the same methods but the rule-based
 one, with 100 and 1,000 labelled images.
 
@@ -112,10 +116,11 @@ def run_method(method, x_train, y_train, labelled, x_test, rules, classes, seed)
         model.fit(data.map(lambda x, y, w: (x, {"exclusive": y["exclusive"]})),
                   steps_per_epoch=100, epochs=10, verbose=0)
         return model.predict({"x": dense(x_test)}, verbose=0)["exclusive"].argmax(axis=1)
-    use_rules = method == "ssl_gan_rules"
+    use_rules = method in ("ssl_gan_rules", "net_rules")
+    options = {**SSL_OPTIONS, **({"real_fake_weight": 0.0} if method.startswith("net_") else {})}
     hparams = HParams(model_type="ssl_gan", hidden_units=(256,), dropout=0.3, seed=seed,
                       objectives=("exclusive", "rule_based") if use_rules else ("exclusive",),
-                      **SSL_OPTIONS)
+                      **options)
     model = build_ssl_gan(hparams, specs, {"exclusive": classes, "rule_based": n_rules})
     everything = keras_rows(x_dense, y_train, labelled, rules if use_rules else None)
     if not use_rules:
@@ -136,7 +141,8 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("reviews", "fashion_mnist"), default="reviews")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--methods", default="tfidf_logreg,label_spreading,dnn,ssl_gan,ssl_gan_rules")
+    parser.add_argument("--methods", default="tfidf_logreg,label_spreading,dnn,ssl_gan,"
+                                              "ssl_gan_rules,net_supervised,net_rules")
     parser.add_argument("--budgets", help="comma-separated shares (0.01) or counts (100) of "
                                           "labelled rows (default: all of the data set's)")
     parser.add_argument("--ssl-epochs", type=int, default=SSL_EPOCHS,
@@ -149,7 +155,8 @@ def main(argv=None) -> None:
     x, y, is_test, rules, classes = reviews() if args.dataset == "reviews" else fashion()
     x_train, y_train, x_test, y_test = x[~is_test], y[~is_test], x[is_test], y[is_test]
     rules_train = rules[~is_test] if rules is not None else None
-    methods = [m for m in args.methods.split(",") if rules is not None or m != "ssl_gan_rules"]
+    methods = [m for m in args.methods.split(",")
+               if rules is not None or m not in ("ssl_gan_rules", "net_rules")]
     budgets = ([0.01, 0.02, 0.05, 0.10, 1.0] if args.dataset == "reviews" else [100, 1000])
     if args.budgets:
         budgets = [float(b) for b in args.budgets.split(",")]

@@ -10,6 +10,7 @@ from shared_config.paths import OBJECTIVES
 MODEL_TYPES = ("ssl_gan", "dnn", "wide_deep", "linear")
 SCHEDULES = ("joint", "exclusive_only", "rule_then_exclusive", "interleaved")
 RULE_GAN_SIGNALS = ("none", "no_category")
+GAN_HEADS = ("class_logits", "separate_unit")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class HParams:
     noise_dim: int = 100
     input_noise: float = 0.1  # std of Gaussian noise on the discriminator's inputs
     real_fake_weight: float = 1.0  # weight of the real/fake term (0: the network trained supervised)
+    # p(real) from a unit of its own ("separate_unit"), or from the class logits with the fake
+    # logit fixed at 0 ("class_logits"); the benchmark found the class scores better kept apart
+    gan_head: str = "separate_unit"
+    gan_encoder_gradient: float = 0.0  # share of the real/fake gradient the encoder gets (0: none)
     entropy_weight: float = 0.0  # entropy minimisation on real rows (Dai et al. 2017)
     adversarial_weight: float = 0.0  # the generator's adversarial term beside feature matching
     rule_gan_signal: str = "none"
@@ -46,12 +51,16 @@ class HParams:
             raise ValueError("dropout must be in [0, 1) and rule_threshold in (0, 1)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
+        if self.gan_head not in GAN_HEADS:
+            raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:
             raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
         if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:
             raise ValueError("labelled_share must be in [0, 1], noise_dim >= 1, input_noise >= 0")
-        if self.real_fake_weight < 0 or self.entropy_weight < 0 or self.adversarial_weight < 0:
-            raise ValueError("real_fake_weight, entropy_weight and adversarial_weight must be >= 0")
+        if min(self.real_fake_weight, self.entropy_weight, self.adversarial_weight,
+               self.gan_encoder_gradient) < 0:
+            raise ValueError("real_fake_weight, entropy_weight, adversarial_weight and "
+                             "gan_encoder_gradient must be >= 0")
         if not self.hidden_units and self.model_type in ("ssl_gan", "dnn", "wide_deep"):
             raise ValueError(f"{self.model_type} needs at least one hidden layer")
 

@@ -4,7 +4,8 @@ As in GAN-BERT, the generator makes fake *feature vectors* in the encoder's
 representation space, not fake products. The discriminator reads a vector and
 gives K exclusive-class logits, with the "fake" logit fixed at 0 (Salimans et al.
 2016: p(real) = sigmoid(logsumexp(logits))), plus one sigmoid logit per
-rule-based category. Its loss adds, each averaged over the rows it applies to:
+rule-based category; ``gan_head="separate_unit"`` takes p(real) from a unit of
+its own instead, so that telling real from fake does not move the class scores. Its loss adds, each averaged over the rows it applies to:
 cross-entropy on rows with an exclusive label, real/fake loss on real and
 generated rows, binary cross-entropy on rows with rule labels, and optionally
 entropy minimisation on real rows and a rule-based GAN signal (generated rows
@@ -31,13 +32,22 @@ def _masked_mean(values, mask):
     return ops.sum(values * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+def real_logit(outputs: dict, hparams: HParams):
+    """log-odds that a row is real: logsumexp of the class logits against the fixed fake
+    logit 0 (``class_logits``), or a unit of its own (``separate_unit``)."""
+    if hparams.gan_head == "separate_unit":
+        return outputs["real_fake"][:, 0]
+    return ops.logsumexp(outputs["exclusive"], axis=-1)
+
+
 def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
-                         hparams: HParams) -> dict:
-    """The discriminator's loss terms (backend-neutral ``keras.ops``)."""
-    real_lse = ops.logsumexp(real["exclusive"], axis=-1)
-    fake_lse = ops.logsumexp(fake["exclusive"], axis=-1)
-    terms = {"real_fake": hparams.real_fake_weight * (ops.mean(ops.softplus(-real_lse))
-                                                      + ops.mean(ops.softplus(fake_lse)))}
+                         hparams: HParams, real_for_gan: dict | None = None) -> dict:
+    """The discriminator's loss terms (backend-neutral ``keras.ops``); ``real_for_gan``:
+    the real rows' outputs for the real/fake term, if they differ from ``real``."""
+    real_for_gan = real if real_for_gan is None else real_for_gan
+    terms = {"real_fake": hparams.real_fake_weight * (
+        ops.mean(ops.softplus(-real_logit(real_for_gan, hparams)))
+        + ops.mean(ops.softplus(real_logit(fake, hparams))))}
     if "exclusive" in targets:
         cross_entropy = keras.losses.sparse_categorical_crossentropy(
             targets["exclusive"], real["exclusive"], from_logits=True)
@@ -59,7 +69,7 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
 def generator_loss(real: dict, fake: dict, hparams: HParams):
     matching = ops.mean(ops.square(ops.mean(ops.stop_gradient(real["features"]), axis=0)
                                    - ops.mean(fake["features"], axis=0)))
-    adversarial = ops.mean(ops.softplus(-ops.logsumexp(fake["exclusive"], axis=-1)))
+    adversarial = ops.mean(ops.softplus(-real_logit(fake, hparams)))
     return matching + hparams.adversarial_weight * adversarial
 
 
@@ -91,9 +101,15 @@ class SSLGAN(keras.Model):
         # Gradients are summed over replicas (MirroredStrategy): each replica's mean counts 1/n.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            real = _float32(self(inputs, training=True))
+            encoded = self.encoder(inputs, training=True)
+            real = _float32(self.discriminator(encoded, training=True))
+            real_for_gan = None
+            if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
+                scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
+                    encoded - ops.stop_gradient(encoded))
+                real_for_gan = _float32(self.discriminator(scaled, training=True))
             fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
-            terms = discriminator_losses(real, fake, targets, weights, self.hparams)
+            terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan)
             d_loss = sum(terms.values())
             g_loss = generator_loss(real, fake, self.hparams)
             scaled_d_loss = self.d_optimizer.scale_loss(d_loss / replicas)
@@ -134,6 +150,8 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     outputs = {"features": features,
                "exclusive": keras.layers.Dense(classes["exclusive"], name="exclusive_logits")(features),
                "rule_based": keras.layers.Dense(classes["rule_based"], name="rule_based_logits")(features)}
+    if hparams.gan_head == "separate_unit":
+        outputs["real_fake"] = keras.layers.Dense(1, name="real_fake_logit")(features)
     discriminator = keras.Model(vector, outputs, name="discriminator")
 
     noise = keras.Input((hparams.noise_dim,), name="noise")

@@ -13,7 +13,8 @@ from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
 from trainer.ssl_gan import build_ssl_gan, discriminator_losses, generator_loss
 
-HP = HParams(hidden_units=(32,), epochs=1, batch_size=32, input_noise=0.0, dropout=0.0)
+HP = HParams(hidden_units=(32,), epochs=1, batch_size=32, input_noise=0.0, dropout=0.0,
+             gan_head="class_logits")
 
 
 def test_supervised_losses_only_count_the_rows_that_have_labels():
@@ -32,15 +33,42 @@ def test_supervised_losses_only_count_the_rows_that_have_labels():
     # real rows look real (logsumexp >> 0), the fake row looks fake: a small real/fake loss
     assert terms["real_fake"] < 0.01
     assert "rule_fake" not in terms and "entropy" not in terms
-    options = HParams(rule_gan_signal="no_category", entropy_weight=0.5)
+    options = HParams(rule_gan_signal="no_category", entropy_weight=0.5, gan_head="class_logits")
     with_options = discriminator_losses(real, fake, targets, weights, options)
     assert float(with_options["rule_fake"]) == pytest.approx(np.log(2), rel=1e-4)
     assert float(with_options["entropy"]) > 0
     fake_looks_real = {**fake, "exclusive": ops.convert_to_tensor([[20.0, 20.0]])}
     assert float(discriminator_losses(real, fake_looks_real, targets, weights, HP)["real_fake"]) > 10
-    supervised_only = HParams(real_fake_weight=0.0)
+    supervised_only = HParams(real_fake_weight=0.0, gan_head="class_logits")
     assert float(discriminator_losses(real, fake_looks_real, targets, weights,
                                       supervised_only)["real_fake"]) == 0.0
+
+
+def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
+    outputs = lambda real_fake, exclusive: {  # noqa: E731
+        "exclusive": ops.convert_to_tensor(exclusive), "features": ops.zeros((1, 3)),
+        "rule_based": ops.zeros((1, 1)), "real_fake": ops.convert_to_tensor(real_fake)}
+    separate = HParams(gan_head="separate_unit")
+    confident = discriminator_losses(outputs([[9.0]], [[0.0, 0.0]]), outputs([[-9.0]], [[9.0, 9.0]]),
+                                     {}, {}, separate)
+    assert float(confident["real_fake"]) < 0.001  # the class logits say "real" for the fake row
+    unsure = discriminator_losses(outputs([[0.0]], [[9.0, 9.0]]), outputs([[0.0]], [[-9.0, -9.0]]),
+                                  {}, {}, separate)
+    assert float(unsure["real_fake"]) == pytest.approx(2 * np.log(2), rel=1e-4)
+
+
+@pytest.mark.parametrize("share, encoder_moves", [(0.0, False), (1.0, True)])
+def test_the_gan_teaches_the_encoder_only_its_share(share, encoder_moves):
+    vectors, labels = blobs(64, seed=5)
+    hparams = HParams(hidden_units=(8,), dropout=0.0, input_noise=0.0, gan_encoder_gradient=share)
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 1})
+    before = [w.numpy().copy() for w in model.encoder.trainable_weights]
+    discriminator_before = [w.numpy().copy() for w in model.discriminator.trainable_weights]
+    model.fit(dataset(vectors, labels, labelled=0).batch(64), epochs=1, verbose=0)  # no labels
+    moved = [not np.allclose(a, w.numpy()) for a, w in zip(before, model.encoder.trainable_weights)]
+    assert any(moved) == encoder_moves
+    assert any(not np.allclose(a, w.numpy()) for a, w in
+               zip(discriminator_before, model.discriminator.trainable_weights))
 
 
 def test_feature_matching_is_zero_when_the_means_agree():
