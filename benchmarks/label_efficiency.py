@@ -122,11 +122,14 @@ def run_method(method, x_train, y_train, labelled, x_test, rules, classes, seed)
                       objectives=("exclusive", "rule_based") if use_rules else ("exclusive",),
                       **options)
     model = build_ssl_gan(hparams, specs, {"exclusive": classes, "rule_based": n_rules})
-    everything = keras_rows(x_dense, y_train, labelled, rules if use_rules else None)
-    if not use_rules:
-        everything = everything.map(lambda x, y, w: (x, {"exclusive": y["exclusive"]},
-                                                     {"exclusive": w["exclusive"]}))
-    only_labelled = everything.filter(lambda x, y, w: w["exclusive"] > 0)
+
+    def rows(keep):
+        kept = keras_rows(x_dense[keep], y_train[keep], labelled[keep],
+                          rules[keep] if use_rules else None)
+        return kept if use_rules else kept.map(lambda x, y, w: (
+            x, {"exclusive": y["exclusive"]}, {"exclusive": w["exclusive"]}))
+
+    everything, only_labelled = rows(np.ones(len(y_train), bool)), rows(labelled)
     data = tf.data.Dataset.sample_from_datasets(
         [only_labelled.shuffle(10_000, seed=seed).repeat(),
          everything.shuffle(30_000, seed=seed).repeat()],

@@ -6,7 +6,9 @@ naive loop, on services of its own (an osmem store and a RabbitMQ node, removed 
 - prodcat: ``broker.publish`` (``--workers`` processes, ``--per-message``
   predictions a message, confirms);
 - updater: ``broker.updater`` draining what prodcat published into the store
-  (no rate ceiling), versioned bulk updates.
+  (no rate ceiling), versioned bulk updates;
+- plain: the same number of bulk partial updates sent straight to the store, with
+  no broker and no versioning: what the store alone takes.
 
     .venvs/ml/bin/python -m benchmarks.publish_benchmark [--n 100000] [--workers 4]
         [--per-message 100]
@@ -109,8 +111,13 @@ def main(argv=None) -> None:
             applied = counts["applied"] / update_seconds
             print(f"{'updater, applied to the store':<44}{update_seconds:>8.1f} s"
                   f"{applied:>12,.0f} documents/s  ({counts})")
-            print(f"ratio prodcat / naive publish: {rate / (naive / naive_seconds):.1f}x "
-                  "(the updater's figure includes 1 s of idle wait before it stops)")
+            plain = ((f"bench-{i:07d}", {"prediction_run_id": "plain"}) for i in range(args.n))
+            _, plain_seconds = timed(store.update_partial, plain, chunk_size=1000)
+            print(f"{'plain bulk partial updates, no broker':<44}{plain_seconds:>8.1f} s"
+                  f"{args.n / plain_seconds:>12,.0f} documents/s")
+            print(f"ratio prodcat / naive publish: {rate / (naive / naive_seconds):.1f}x; "
+                  f"updater / plain bulk updates: {applied / (args.n / plain_seconds):.2f}x "
+                  "(the updater's time includes 1 s of idle wait before it stops)")
         finally:
             node.stop(remove_data=True)
             store_server.close()
