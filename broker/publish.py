@@ -161,7 +161,8 @@ def publish(paths: RunPaths, settings: Settings, workers: int = 4, per_message: 
     if workers == 1:
         shares = [publish_share(*args[0])]
     else:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=setup_logging) as pool:
             shares = list(pool.map(publish_share, *zip(*args)))
     seconds = time.monotonic() - started
     totals = {key: sum(share[key] for share in shares) for key in shares[0]}

@@ -40,6 +40,15 @@ def product_ids(store: ProductStore) -> list[str]:
     return sorted(p["id"] for p in store.iter_products())
 
 
+def publish_a_prediction_for_each(store: ProductStore, settings, run_id: str,
+                                  workers: int) -> list[str]:
+    ids = product_ids(store)
+    paths = RunPaths.for_run(run_id)
+    write_predictions(paths, ids)
+    publish(paths, settings, workers=workers, per_message=10)
+    return ids
+
+
 def assert_applied_exactly_once(store: ProductStore, ids: list[str], run_id: str) -> None:
     store.refresh()
     assert store.count({"term": {"prediction_run_id": run_id}}) == len(ids)
@@ -70,10 +79,7 @@ def test_rabbitmq_restarted_in_the_middle_of_a_publish(broker_settings, loaded_s
 
 
 def test_updater_killed_with_sigkill_and_started_again(broker_settings, loaded_store, tmp_path):
-    ids = product_ids(loaded_store)
-    paths = RunPaths.for_run("fault-kill")
-    write_predictions(paths, ids)
-    publish(paths, broker_settings, workers=2, per_message=10)
+    ids = publish_a_prediction_for_each(loaded_store, broker_settings, "fault-kill", workers=2)
     env = {**os.environ, **broker_settings.as_env(), "PYTHONPATH": str(REPO_ROOT),
            "PRODCAT_UPDATER_MAX_DOCS_PER_SECOND": "200", "PRODCAT_UPDATER_BATCH_SIZE": "40"}
     command = [sys.executable, "-m", "broker.updater"]
@@ -97,10 +103,7 @@ def test_updater_killed_with_sigkill_and_started_again(broker_settings, loaded_s
 
 
 def test_store_unreachable_for_a_while_during_updating(broker_settings, loaded_store, caplog):
-    ids = product_ids(loaded_store)
-    paths = RunPaths.for_run("fault-store")
-    write_predictions(paths, ids)
-    publish(paths, broker_settings, workers=1, per_message=10)
+    ids = publish_a_prediction_for_each(loaded_store, broker_settings, "fault-store", workers=1)
     proxy = TcpProxy(int(broker_settings.store_url.rsplit(":", 1)[1]))
     settings = dataclasses.replace(broker_settings, store_url=f"http://127.0.0.1:{proxy.port}",
                                    updater_max_docs_per_second=300, updater_batch_size=50)
