@@ -74,7 +74,9 @@ def test_rabbitmq_restarted_in_the_middle_of_a_publish(broker_settings, loaded_s
     assert outcome["published"] >= 6000 and outcome["reconnects"] >= 1, outcome
     counts = Updater(loaded_store, broker_settings).run(exit_when_idle=2)
     assert counts["applied"] == PRODUCTS and counts["dead_lettered"] == 0
-    assert counts["applied"] + counts["already_applied"] == outcome["published"]
+    # a message the broker took just before going down may come twice (its confirm was lost
+    # and it was sent again): delivered at least once, applied once
+    assert counts["applied"] + counts["already_applied"] >= outcome["published"]
     assert_applied_exactly_once(loaded_store, ids, "fault-broker")
 
 
