@@ -15,7 +15,7 @@ with `PRODCAT_TRAIN_ON=kubernetes` the training runs in a GPU pod instead
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
 
@@ -94,8 +94,9 @@ def catalog_train():
         return run_stage("trainer.controller", "predict", "--run-id", run,
                          "--hparams-id", trained["hparams_id"])
 
-    @task
+    @task(retries=2, retry_delay=timedelta(seconds=30))
     def publish_predictions(run: str) -> dict:
+        """Safe to retry: it goes on after the last confirmed message."""
         return run_stage("broker.publish", "--run-id", run)
 
     @task

@@ -84,3 +84,7 @@ def test_bad_gpu_settings_are_refused():
         train_on({"PRODCAT_TRAIN_ON": "gpu"})
     with pytest.raises(ValueError, match="PRODCAT_TRAINER_GPUS='0'"):
         train_pod(env={"PRODCAT_TRAINER_GPUS": "0"})
+
+
+def test_publishing_is_retried_since_it_resumes(dagbag):
+    assert dagbag.dags["catalog_train"].get_task("publish_predictions").retries == 2
