@@ -52,4 +52,5 @@ def declare_predictions_queue(channel, queue: str, max_length: int) -> None:
             raise
         raise TopologyMismatch(
             f"queue {queue!r} exists with other arguments ({err.reply_text}); once it is empty, "
-            f"delete it (rabbitmqctl delete_queue {queue}) and start again") from None
+            f"delete it (rabbitmqctl delete_queue {queue}; for the local stack `make clean` "
+            f"does it) and start again") from None
