@@ -80,6 +80,7 @@ class SSLGAN(keras.Model):
         self.encoder, self.discriminator, self.generator = encoder, discriminator, generator
         self.hparams = hparams
         self.seed_generator = keras.random.SeedGenerator(hparams.seed)
+        self.built = True  # its parts are built functional models: it can be saved before a call
         self.trackers = {name: keras.metrics.Mean(name=name)
                          for name in ("d_loss", "g_loss", "exclusive", "rule_based", "real_fake")}
 

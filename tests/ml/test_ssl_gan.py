@@ -132,18 +132,21 @@ def test_schedules_switch_the_objectives_off_and_on(schedule):
         assert all(w["exclusive"] == 4 and w["rule_based"] == 4 for w in later)
 
 
-def test_a_restarted_training_goes_on_from_the_last_epoch(tmp_path):
+@pytest.mark.parametrize("model_type", ["dnn", "ssl_gan"])
+def test_a_restarted_training_goes_on_from_the_last_epoch(tmp_path, model_type):
     vectors, labels = blobs(64, seed=2)
     rows = dataset(vectors, labels, labelled=64)
-    hparams = HParams(model_type="dnn", hidden_units=(8,), epochs=3, batch_size=16)
+    hparams = HParams(model_type=model_type, hidden_units=(8,), epochs=3, batch_size=16)
     specs, classes = [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 1}
+    build = build_ssl_gan if model_type == "ssl_gan" else build_model
     model_dir = str(tmp_path) + "/model/"
     batches = training.batches_for_epoch(rows.repeat(), hparams)
-    first = training.fit(build_model(hparams, specs, classes), hparams, batches, 64, model_dir)
-    assert first["resumed_at_epoch"] == 0 and len(first["history"]["loss"]) == 3
+    first = training.fit(build(hparams, specs, classes), hparams, batches, 64, model_dir)
+    loss = "d_loss" if model_type == "ssl_gan" else "loss"
+    assert first["resumed_at_epoch"] == 0 and len(first["history"][loss]) == 3
     storage.write_json(model_dir + "training/progress.json", {"epochs_done": 2})  # "crashed"
-    again = training.fit(build_model(hparams, specs, classes), hparams, batches, 64, model_dir)
-    assert again["resumed_at_epoch"] == 2 and len(again["history"]["loss"]) == 1
+    again = training.fit(build(hparams, specs, classes), hparams, batches, 64, model_dir)
+    assert again["resumed_at_epoch"] == 2 and len(again["history"][loss]) == 1
     assert storage.glob(model_dir + "tensorboard/*")
 
 
