@@ -137,7 +137,8 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
                          {"term": {"prediction_run_id": args.run_id}},
                          {"exists": {"field": "prediction_path"}}]}}),
                      "runs_index": settings.runs_index,
-                     "run_metrics": runs_store(settings).get(args.run_id)["metrics"]}
+                     "run_metrics": {name: round(value, 3) for name, value in
+                                     runs_store(settings).get(args.run_id)["metrics"].items()}}
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction_path",
                                            "prediction")} if found else {}
