@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import os
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+warnings.filterwarnings("ignore", category=UserWarning, module="keras")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
