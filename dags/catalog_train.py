@@ -4,8 +4,10 @@
 One training run over the whole catalogue: dump the products from the store,
 preprocess them with Beam + TF Transform, train and evaluate the multi-objective
 semi-supervised GAN (and, beside it, a supervised baseline for comparison),
-predict every product and publish the predictions to RabbitMQ, from where the
-updater writes them into the store.
+predict every product (top categories with their paths) and publish the
+predictions to RabbitMQ, from where the updater writes them into the store (a
+newer run's predictions are never overwritten by an older one's); last, the
+run's statistics go to the store's run index for the labelling and admin UIs.
 
 Every file of the run lives under `{prefix}/runs/{run_id}/` (see `shared_config/paths.py`).
 Each ML stage runs through its command-line entry point in the ML environment;
