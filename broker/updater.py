@@ -72,12 +72,14 @@ class Updater:
         channel.confirm_delivery()  # a dead-lettered copy is confirmed before its ack
         channel.basic_qos(prefetch_count=self.settings.updater_batch_size)
         pending: list[_Pending] = []
+        pending_updates = 0
         idle_since = time.monotonic()
         try:
             for method, properties, body in channel.consume(self.settings.predictions_queue,
                                                             inactivity_timeout=POLL_SECONDS):
                 if method is None:
                     self._flush(channel, pending)
+                    pending_updates = 0
                     if self.stopping or (exit_when_idle is not None
                                          and time.monotonic() - idle_since > exit_when_idle):
                         break
@@ -85,9 +87,10 @@ class Updater:
                 idle_since = time.monotonic()
                 pending.append(_Pending(method.delivery_tag, properties.message_id,
                                         *messages.parse(body)))
-                if sum(len(p.updates) for p in pending) >= self.settings.updater_batch_size \
-                        or self.stopping:
+                pending_updates += len(pending[-1].updates)
+                if pending_updates >= self.settings.updater_batch_size or self.stopping:
                     self._flush(channel, pending)
+                    pending_updates = 0
                 if self.stopping:
                     break
             self._flush(channel, pending)

@@ -188,10 +188,11 @@ class ProductStore:
             for doc in self.backend.mget(self.index, list(todo), ["prediction_version"]):
                 product_id = doc["_id"]
                 version, fields = todo[product_id]
-                stored = doc.get("_source", {}).get("prediction_version") if doc.get("found") else None
                 if not doc.get("found"):
                     outcome[product_id] = f"{REJECTED}: 404: no such product"
-                elif stored is not None and stored > version:
+                    continue
+                stored = doc.get("_source", {}).get("prediction_version")
+                if stored is not None and stored > version:
                     outcome[product_id] = SUPERSEDED
                 elif stored == version:
                     outcome[product_id] = ALREADY_APPLIED

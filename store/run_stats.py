@@ -46,7 +46,10 @@ HEADLINES = {"exclusive": ("accuracy", "macro_f1"), "rule_based": ("micro_f1", "
 def run_document(summary: dict, manifest: dict) -> dict:
     """The run's document from its stats summary and manifest."""
     stages = summary["stages"]
-    get = lambda stage, key: stages.get(stage, {}).get(key)  # noqa: E731
+
+    def get(stage: str, key: str):
+        return stages.get(stage, {}).get(key)
+
     metrics, per_class = {}, []
     for role, prefix in (("model", ""), ("baseline", "baseline_")):
         objectives = stages.get(f"{prefix}evaluate_valid", {}).get("objectives", {})

@@ -126,8 +126,9 @@ def predict(paths: RunPaths, hparams_id: str) -> dict:
             "predictions_dir": paths.predictions_dir}
 
 
-def _scored(name: str, score) -> dict:
-    return {"category": name, "score": round(float(score), 4), "path": ancestors_and_self(name)}
+def _scored(name: str, score, with_path: bool = True) -> dict:
+    scored = {"category": name, "score": round(float(score), 4)}
+    return {**scored, "path": ancestors_and_self(name)} if with_path else scored
 
 
 def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:
@@ -135,9 +136,10 @@ def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:
     described = {}
     if "exclusive" in outputs:
         scores = outputs["exclusive"][row]
-        top = [_scored(names["exclusive"][i], scores[i]) for i in np.argsort(-scores)[:TOP_K]]
-        described["exclusive"] = {**top[0], "top": [{k: t[k] for k in ("category", "score")}
-                                                    for t in top]}
+        top = np.argsort(-scores)[:TOP_K]
+        described["exclusive"] = {
+            **_scored(names["exclusive"][top[0]], scores[top[0]]),
+            "top": [_scored(names["exclusive"][i], scores[i], with_path=False) for i in top]}
     if "rule_based" in outputs:
         scores = outputs["rule_based"][row]
         described["rule_based"] = [_scored(names["rule_based"][i], scores[i])

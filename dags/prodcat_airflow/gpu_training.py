@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import os
 
+from prodcat_airflow.stages import trainer_flags
+
 TRAIN_ON = ("local", "kubernetes")
 XCOM_RESULT_FILE = "/airflow/xcom/return.json"  # where the operator's sidecar reads XCom
 # Settings the trainer needs, passed on from Airflow's environment to the pod.
 FORWARDED_SETTINGS = ("PRODCAT_PREFIX", "PRODCAT_FEATURE_CONFIG", "STORAGE_EMULATOR_HOST")
 RUN_ID = "{{ ti.xcom_pull(task_ids='create_run') }}"
-HYPERPARAMETER_FLAGS = ["--model-type", "{{ params.model_type }}",
-                        "--objectives", "{{ params.objectives | join(',') }}",
-                        "--epochs", "{{ params.epochs }}",
-                        "--batch-size", "{{ params.batch_size }}"]
+# The local task's flags, as templates Airflow renders from the trigger form.
+HYPERPARAMETER_FLAGS = trainer_flags({
+    "model_type": "{{ params.model_type }}", "objectives": ["{{ params.objectives | join(',') }}"],
+    "epochs": "{{ params.epochs }}", "batch_size": "{{ params.batch_size }}"})
 
 
 def train_on(env=None) -> str:
