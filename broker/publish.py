@@ -8,8 +8,8 @@ per message); message ``n`` goes to worker ``n mod workers`` (each worker reads
 the files and keeps its share: reading is cheap next to waiting for confirms).
 Each worker has its own connection, publishes persistent messages with publisher
 confirms, and on a lost connection or a refused message (the queue full)
-reconnects with backoff and sends the unconfirmed message again, giving up only after ``--give-up-after``
-seconds without progress. Each message has a deterministic id
+reconnects with backoff and sends the unconfirmed message again, giving up only
+after ``--give-up-after`` seconds without progress. Each message has a deterministic id
 (``{run_id}:{n}``), and every worker notes under the run's
 ``predictions/published/`` how far it got: a crashed or retried publish goes on
 from there. A message sent twice (confirmed by the broker but the confirm lost)
