@@ -27,7 +27,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata
 
 from beam_pipelines import images, preprocessing
-from beam_pipelines.raw_schema import BadRecord, raw_schema, to_raw_instance
+from beam_pipelines.raw_schema import GROUP_KEY, BadRecord, raw_schema, to_raw_instance
 from shared_config import features, storage
 from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
@@ -115,8 +115,9 @@ def _with_bytes(joined, field: str):
 
 
 def _objectives_and_splits(example: dict):
-    """Which TFRecord files one transformed product belongs to."""
-    split = split_for(example["id"])
+    """Which TFRecord files one transformed product belongs to; the split follows the
+    product's group, so the listings of one real product never straddle two splits."""
+    split = split_for(example[GROUP_KEY])
     targets = [(CATALOG, split)]
     if example["exclusive_label"] >= 0:
         targets.append(("exclusive", split))

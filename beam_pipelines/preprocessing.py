@@ -5,13 +5,14 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from beam_pipelines import text_ops
-from beam_pipelines.raw_schema import ID_KEY
+from beam_pipelines.raw_schema import GROUP_KEY, ID_KEY
 from shared_config import features
 
 
 def preprocessing_fn(inputs):
     config = features.load()
-    outputs = {ID_KEY: inputs[ID_KEY]}
+    # The listing id, and the group key that decides its split, pass through as they are.
+    outputs = {ID_KEY: inputs[ID_KEY], GROUP_KEY: inputs[GROUP_KEY]}
     for feature in config.features:
         value = inputs[feature.name]
         if feature.kind == "text":

@@ -17,8 +17,10 @@ import tensorflow as tf
 from tensorflow_transform.tf_metadata import schema_utils
 
 from shared_config.features import FeatureConfig
+from shared_config.splits import group_key
 
 ID_KEY = "id"
+GROUP_KEY = "group"  # the key that decides the split: the product's group id, else its id
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
 
 
@@ -31,7 +33,8 @@ class BadRecord(ValueError):
 
 
 def raw_feature_spec(config: FeatureConfig) -> dict:
-    spec = {ID_KEY: tf.io.FixedLenFeature([], tf.string)}
+    spec = {ID_KEY: tf.io.FixedLenFeature([], tf.string),
+            GROUP_KEY: tf.io.FixedLenFeature([], tf.string)}
     for feature in config.features:
         dtype = tf.float32 if feature.kind == "dense" else tf.string
         spec[feature.name] = tf.io.FixedLenFeature([], dtype)
@@ -62,7 +65,14 @@ def to_raw_instance(product, config: FeatureConfig) -> dict:
         raise BadRecord("missing_id", f"missing or empty '{config.id_field}'")
     if len(product_id) > 512:
         raise BadRecord("oversized", f"'{config.id_field}' is {len(product_id)} characters")
-    instance = {ID_KEY: product_id}
+    group = product.get(config.group_field) if config.group_field else None
+    if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int, float))):
+        raise BadRecord("wrong_type", f"'{config.group_field}' should be an id, got "
+                                      f"{type(group).__name__}")
+    if isinstance(group, str) and len(group) > 512:
+        raise BadRecord("oversized", f"'{config.group_field}' is {len(group)} characters")
+    instance = {ID_KEY: product_id,
+                GROUP_KEY: group_key(product, config.group_field, config.id_field)}
     for feature in config.features:
         value = product.get(feature.name)
         if feature.kind == "dense":

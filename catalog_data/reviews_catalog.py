@@ -5,6 +5,8 @@ reviewed product (1,206 real products, so a product appears under several
 affiliates, as in a real feed). Where a field has a real source it is used; where
 it has none it is derived, deterministically, as the README's data table says:
 
+- ``group_id``: the real product (its Clothing ID): the listings of one product share
+  it, and with it their train/valid/test split;
 - ``title`` / ``description``: the review's title and text (real; may be empty);
 - ``raw_category``: the affiliate's own category path from the real Department and
   Class, in the affiliate's delimiter style, often coarser or uninformative;
@@ -61,6 +63,11 @@ def stable_int(*parts) -> int:
     return int.from_bytes(hashlib.sha256("|".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
+def group_id(clothing_id: int) -> str:
+    """The feed's id of the real product a listing shows (its listings share it)."""
+    return f"clothing-{clothing_id}"
+
+
 def raw_category(affiliate: str, department: str, klass: str, row: int) -> str:
     """The affiliate's own path: real department/class, each affiliate's style and depth."""
     if not department:
@@ -111,6 +118,7 @@ def build(out_dir: Path, cache: Path | None = None) -> dict:
                 description = (description + " ") * (200_000 // (len(description) + 1) + 1)
             product = {
                 "id": f"{affiliate}-{row:05d}",
+                "group_id": group_id(clothing_id),
                 "title": review[2] if isinstance(review[2], str) else "",
                 "description": description,
                 "brand": BRANDS[stable_int("brand", clothing_id) % len(BRANDS)],

@@ -13,14 +13,10 @@ from pathlib import Path
 
 import yaml
 
+from shared_config.categories import SEPARATOR, ancestors_and_self  # noqa: F401 (re-exported)
+
 DEFAULT_RULES = Path(__file__).with_name("legacy_rules.yaml")
 DEFAULT_FIELDS = ("title", "raw_category")
-SEPARATOR = " > "
-
-
-def ancestors_and_self(category: str) -> list[str]:
-    parts = category.split(SEPARATOR)
-    return [SEPARATOR.join(parts[: i + 1]) for i in range(len(parts))]
 
 
 @dataclass(frozen=True)
@@ -54,7 +50,7 @@ class RuleLabeller:
                 by_words.setdefault(key, set()).update(ancestors_and_self(rule.category))
 
     @classmethod
-    def from_file(cls, path: str | Path = DEFAULT_RULES) -> "RuleLabeller":
+    def from_file(cls, path: str | Path = DEFAULT_RULES) -> RuleLabeller:
         raw = yaml.safe_load(Path(path).read_text())
         rules = []
         for i, spec in enumerate(raw.get("rules") or []):

@@ -3,7 +3,8 @@
 
 One training run over the whole catalogue: dump the products from the store,
 preprocess them with Beam + TF Transform, train and evaluate the multi-objective
-semi-supervised GAN (and, beside it, a supervised baseline for comparison),
+semi-supervised GAN (and, beside it, a supervised baseline and a tuned
+class-balanced logistic regression, the peer a practitioner would try first),
 predict every product (top categories with their paths) and publish the
 predictions to RabbitMQ, from where the updater writes them into the store (a
 newer run's predictions are never overwritten by an older one's); last, the
@@ -20,7 +21,6 @@ import json
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
-
 from prodcat_airflow.gpu_training import train_on, train_pod
 from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
 
@@ -83,13 +83,16 @@ def catalog_train():
 
     @task
     def train_and_evaluate_baseline(run: str, params=None) -> dict:
+        """The supervised baseline and the tuned scikit-learn peer, on the same rows."""
+        peer = run_stage("trainer.peer", "--run-id", run)
         if params["baseline_model_type"] == "none":
-            return {"skipped": "no baseline asked for"}
+            return {"peer": peer, "skipped": "no baseline asked for"}
         flags = trainer_flags(params, params["baseline_model_type"])
         trained = run_stage("trainer.controller", "train", "--run-id", run, "--role", "baseline",
                             *flags)
-        return run_stage("trainer.controller", "evaluate", "--run-id", run, "--role", "baseline",
-                         "--hparams-id", trained["hparams_id"])
+        return {"peer": peer, **run_stage("trainer.controller", "evaluate", "--run-id", run,
+                                          "--role", "baseline", "--hparams-id",
+                                          trained["hparams_id"])}
 
     @task
     def predict(run: str, trained: dict) -> dict:

@@ -94,7 +94,12 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
     if "baseline_evaluate_valid" in stages:
         lines += _metric_lines(stages["baseline_train"]["model_type"],
                                stages["baseline_evaluate_valid"])
+    if "peer_evaluate_valid" in stages:
+        peer = stages["peer_evaluate_valid"]
+        lines += _metric_lines(f"peer (logreg C={peer['C']:g})", peer)
     lines += [
+        ("  (the same validation products for each, split by product group; macro-F1 is "
+         "scikit-learn's)"),
         f"predictions published   {stages['publish']['published']} "
         f"({stages['publish']['messages']} messages, {stages['publish']['workers']} workers, "
         f"{stages['publish']['seconds']} s)",

@@ -40,6 +40,7 @@ class FeatureConfig:
     features: tuple[Feature, ...]
     label_fields: dict[str, str]
     max_field_chars: int = 100_000
+    group_field: str = "group_id"
 
     def of_kind(self, kind: str) -> list[Feature]:
         return [f for f in self.features if f.kind == kind]
@@ -69,6 +70,7 @@ def load(path: str | os.PathLike | None = None) -> FeatureConfig:
         features=features,
         label_fields={objective: str(spec["field"]) for objective, spec in labels.items()},
         max_field_chars=max_chars,
+        group_field=str(raw.get("group_field") or ""),
     )
 
 

@@ -18,6 +18,7 @@ PRODUCT_MAPPINGS = {
     "dynamic": True,
     "properties": {
         "id": {"type": "keyword"},
+        "group_id": {"type": "keyword"},
         "title": {"type": "text"},
         "description": {"type": "text"},
         "brand": {"type": "keyword"},
@@ -106,7 +107,7 @@ class ProductStore:
         self.mappings = mappings or PRODUCT_MAPPINGS
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "ProductStore":
+    def from_settings(cls, settings: Settings | None = None) -> ProductStore:
         settings = settings or Settings.from_env()
         return cls(settings.store_backend, settings.store_url, settings.store_index)
 

@@ -5,7 +5,8 @@
 Reads the run's ``stats/run.json`` (``python -m shared_config.runs record-stats``)
 and its manifest, and indexes the run under its id in ``PRODCAT_RUNS_INDEX``:
 counts at each stage, the headline validation metrics of the model and of its
-baseline, per-class precision/recall/F1 as a list a UI can filter, and the whole
+baseline and of the tuned logistic-regression peer (on the same validation
+products), per-class precision/recall/F1 as a list a UI can filter, and the whole
 summary (not indexed) for anything else. Indexing the same run again replaces it.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ RUN_MAPPINGS = {
             "dumped", "quarantined", "examples", "predicted", "published")}},
         "metrics": {"properties": {name: {"type": "float"} for name in (
             "exclusive_accuracy", "exclusive_macro_f1", "rule_based_micro_f1",
-            "rule_based_macro_f1", "baseline_exclusive_accuracy", "baseline_exclusive_macro_f1")}},
+            "rule_based_macro_f1", "baseline_exclusive_accuracy", "baseline_exclusive_macro_f1",
+            "peer_exclusive_accuracy", "peer_exclusive_macro_f1")}},
         "per_class": {"properties": {
             "model": {"type": "keyword"}, "objective": {"type": "keyword"},
             "category": {"type": "keyword"}, "precision": {"type": "float"},
@@ -51,7 +53,7 @@ def run_document(summary: dict, manifest: dict) -> dict:
         return stages.get(stage, {}).get(key)
 
     metrics, per_class = {}, []
-    for role, prefix in (("model", ""), ("baseline", "baseline_")):
+    for role, prefix in (("model", ""), ("baseline", "baseline_"), ("peer", "peer_")):
         objectives = stages.get(f"{prefix}evaluate_valid", {}).get("objectives", {})
         for objective, figures in objectives.items():
             for name in HEADLINES[objective]:

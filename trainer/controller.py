@@ -22,10 +22,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from shared_config.cli import finish_stage, run_paths, setup_logging  # noqa: E402
-from shared_config.paths import InvalidId, validate_id  # noqa: E402
-from trainer.accelerators import PRECISIONS, XLA_CHOICES  # noqa: E402
-from trainer.hparams import MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams  # noqa: E402
+from shared_config.cli import finish_stage, run_paths, setup_logging
+from shared_config.paths import InvalidId, validate_id
+from trainer.accelerators import PRECISIONS, XLA_CHOICES
+from trainer.hparams import EXCLUSIVE_LOSSES, MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams
 
 log = logging.getLogger("prodcat.trainer")
 COMMANDS = ("train", "evaluate", "predict", "train_and_predict", "export")
@@ -40,7 +40,16 @@ def _csv(kind):
     return parse
 
 
-CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS}
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not true or false: {text!r}")
+
+
+CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS,
+           "exclusive_loss": EXCLUSIVE_LOSSES}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
             hyper.add_argument(flag, type=_csv(kind), default=default,
                                help=f"comma-separated (default: {','.join(map(str, default))})")
         else:
-            hyper.add_argument(flag, type=type(default), default=default,
+            hyper.add_argument(flag, type=_bool if isinstance(default, bool) else type(default),
+                               default=default,
                                choices=CHOICES.get(field.name), help=f"(default: {default})")
     return parser
 

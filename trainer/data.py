@@ -81,6 +81,13 @@ def to_targets(batch: dict, objectives, vocabs: Vocabularies):
     return targets, weights
 
 
+def raw_batches(files: list[str], vocabs: Vocabularies, batch_size: int):
+    """The transformed features as parsed, batch by batch (ids, group keys, sparse TF-IDF)."""
+    spec = vocabs.tft_output.transformed_feature_spec()
+    return tf.data.TFRecordDataset(files).batch(batch_size).map(
+        lambda s: tf.io.parse_example(s, spec))
+
+
 def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=(),
             shuffle: bool = False, repeat: bool = False, keep_ids: bool = False, seed: int = 0):
     """Batches of ``inputs`` (and ``targets, weights`` when objectives are given)."""

@@ -11,6 +11,7 @@ MODEL_TYPES = ("ssl_gan", "dnn", "wide_deep", "linear")
 SCHEDULES = ("joint", "exclusive_only", "rule_then_exclusive", "interleaved")
 RULE_GAN_SIGNALS = ("none", "no_category")
 GAN_HEADS = ("class_logits", "separate_unit")
+EXCLUSIVE_LOSSES = ("plain", "logit_adjusted", "balanced")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,20 @@ class HParams:
     adversarial_weight: float = 0.0  # the generator's adversarial term beside feature matching
     rule_gan_signal: str = "none"
     labelled_share: float = 0.25  # share of each batch drawn from labelled rows
+    # the human labels' cross-entropy: "logit_adjusted" on logits + log(class prior) (Menon et
+    # al. 2021), "balanced" with rows weighted 1 / (classes x prior), as scikit-learn's
+    # class_weight="balanced"; the prior a running mean of the labelled classes (mixed half
+    # and half with the uniform prior). Macro-F1 rewards the small classes
+    exclusive_loss: str = "plain"
+    # weight of the rule labels as weak targets of the exclusive head: the classes a product's
+    # rule categories name through the category tree, -log p(one of them) (0: off)
+    rule_to_exclusive_weight: float = 1.0
+    # learn how the rules err (a confusion matrix between true and rule-named classes) instead
+    # of taking the named classes as the truth
+    rule_confusion: bool = True
+    wide: bool = False  # a linear path from the sparse inputs straight to the logits
+    # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
+    early_stopping_patience: int = 3
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -53,6 +68,10 @@ class HParams:
             raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if self.gan_head not in GAN_HEADS:
             raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
+        if self.exclusive_loss not in EXCLUSIVE_LOSSES:
+            raise ValueError(f"exclusive_loss {self.exclusive_loss!r}: choose one of {EXCLUSIVE_LOSSES}")
+        if self.rule_to_exclusive_weight < 0 or self.early_stopping_patience < 0:
+            raise ValueError("rule_to_exclusive_weight and early_stopping_patience must be >= 0")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:
             raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
         if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:
@@ -68,7 +87,7 @@ class HParams:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "HParams":
+    def from_dict(cls, raw: dict) -> HParams:
         raw = dict(raw)
         for key in ("objectives", "hidden_units"):
             if key in raw:

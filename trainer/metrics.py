@@ -1,7 +1,22 @@
-"""Validation metrics per objective, computed from predictions with NumPy."""
+"""Validation metrics per objective, computed from predictions with NumPy.
+
+Macro-F1 has one definition in prodcat, scikit-learn's (``f1_score(average="macro")``):
+the mean F1 over the classes that occur in the evaluated split's labels or
+predictions; a class predicted but absent counts with F1 0. The trainer's
+metrics, the run statistics, the demo and the benchmarks all use ``macro_f1``.
+"""
 from __future__ import annotations
 
 import numpy as np
+
+
+def macro_f1(labels, predicted) -> float:
+    """scikit-learn's macro-F1 (classes present in ``labels`` or ``predicted``)."""
+    from sklearn.metrics import f1_score
+
+    if len(labels) == 0:
+        return 0.0
+    return float(f1_score(labels, predicted, average="macro", zero_division=0))
 
 
 def _prf(tp, fp, fn):
@@ -12,7 +27,7 @@ def _prf(tp, fp, fn):
 
 
 def exclusive_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
-    """Accuracy and macro-F1 over the classes present in ``labels``."""
+    """Accuracy, macro-F1 (``macro_f1``) and per-class figures."""
     predicted = probabilities.argmax(axis=1)
     classes = np.arange(len(names))
     tp = np.array([np.sum((predicted == c) & (labels == c)) for c in classes])
@@ -20,11 +35,10 @@ def exclusive_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list
     fn = np.array([np.sum((predicted != c) & (labels == c)) for c in classes])
     precision, recall, f1 = _prf(tp, fp, fn)
     support = tp + fn
-    present = support > 0
     return {
-        "examples": int(len(labels)),
+        "examples": len(labels),
         "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "macro_f1": macro_f1(labels, predicted),
         "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]),
                                  "f1": float(f1[c]), "support": int(support[c])} for c in classes},
     }
@@ -42,7 +56,7 @@ def rule_based_metrics(labels: np.ndarray, probabilities: np.ndarray, names: lis
     micro_p, micro_r, micro_f1 = _prf(tp.sum(), fp.sum(), fn.sum())
     present = (tp + fn) > 0
     return {
-        "examples": int(len(labels)),
+        "examples": len(labels),
         "micro_precision": float(micro_p), "micro_recall": float(micro_r),
         "micro_f1": float(micro_f1),
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,

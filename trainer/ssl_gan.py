@@ -22,6 +22,9 @@ from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import ModelInput, hidden_stack, input_towers
 
+PRIOR_MOMENTUM = 0.99
+CONFUSION_DIAGONAL = 4.0  # softmax of 4 on the diagonal: the rules right ~3 times in 4 at first
+
 
 def _float32(outputs: dict) -> dict:
     """Losses in float32 whatever the compute precision (mixed precision keeps them stable)."""
@@ -40,18 +43,58 @@ def real_logit(outputs: dict, hparams: HParams):
     return ops.logsumexp(outputs["exclusive"], axis=-1)
 
 
+def candidate_mass_loss(logits, candidates):
+    """-log p(the true class is one of ``candidates``): a partial-label likelihood.
+
+    ``candidates`` is 0/1 per class (the classes a product's rule labels name); with
+    one candidate it is the cross-entropy. Rows without a candidate give 0.
+    """
+    masked = ops.where(candidates > 0, logits, ops.full_like(logits, -1e9))
+    return ops.where(ops.sum(candidates, axis=-1) > 0,
+                     ops.logsumexp(logits, axis=-1) - ops.logsumexp(masked, axis=-1), 0.0)
+
+
 def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
-                         hparams: HParams, real_for_gan: dict | None = None) -> dict:
+                         hparams: HParams, real_for_gan: dict | None = None,
+                         log_prior=None, rule_class_map=None, confusion=None) -> dict:
     """The discriminator's loss terms (backend-neutral ``keras.ops``); ``real_for_gan``:
-    the real rows' outputs for the real/fake term, if they differ from ``real``."""
+    the real rows' outputs for the real/fake term, if they differ from ``real``;
+    ``log_prior``: log class prior added to the exclusive logits in the losses
+    (logit adjustment); ``rule_class_map``: [rule categories, classes] 0/1, which
+    exclusive classes each rule category names (weak targets); ``confusion``: [true
+    class, class the rules name] row-stochastic: how the rules err, learnt."""
     real_for_gan = real if real_for_gan is None else real_for_gan
     terms = {"real_fake": hparams.real_fake_weight * (
         ops.mean(ops.softplus(-real_logit(real_for_gan, hparams)))
         + ops.mean(ops.softplus(real_logit(fake, hparams))))}
+    logits = real["exclusive"]
     if "exclusive" in targets:
+        adjusted = logits + (log_prior if hparams.exclusive_loss == "logit_adjusted" else 0.0)
         cross_entropy = keras.losses.sparse_categorical_crossentropy(
-            targets["exclusive"], real["exclusive"], from_logits=True)
-        terms["exclusive"] = _masked_mean(cross_entropy, weights["exclusive"])
+            targets["exclusive"], adjusted, from_logits=True)
+        row_weights = weights["exclusive"]
+        if hparams.exclusive_loss == "balanced":  # each class counts as much as any other
+            classes = ops.cast(ops.shape(logits)[-1], "float32")
+            inverse = 1.0 / (classes * ops.exp(log_prior))
+            row_weights = row_weights * ops.take(inverse, ops.cast(targets["exclusive"], "int32"))
+        terms["exclusive"] = ops.sum(cross_entropy * row_weights) / ops.maximum(
+            ops.sum(weights["exclusive"]), 1.0)
+    if "rule_based" in targets and rule_class_map is not None \
+            and hparams.rule_to_exclusive_weight > 0:
+        # a product's rule categories name candidate classes; human labels win where both exist
+        candidates = ops.cast(ops.matmul(targets["rule_based"], rule_class_map) > 0, "float32")
+        has_candidates = ops.cast(ops.sum(candidates, axis=-1) > 0, "float32")
+        if confusion is None:
+            weak = candidate_mass_loss(logits, candidates)
+            weak_rows = (1.0 - weights.get("exclusive", 0.0)) * has_candidates
+        else:
+            # p(the rules name c) = sum over true classes k of p(k) confusion[k, c]; human-
+            # labelled rows with rule labels too show the confusion directly, so they count
+            named = ops.matmul(ops.softmax(logits, axis=-1), confusion)
+            weak = -ops.log(ops.sum(named * candidates, axis=-1) + 1e-7)
+            weak_rows = has_candidates
+        terms["rule_to_exclusive"] = hparams.rule_to_exclusive_weight * _masked_mean(
+            weak, weak_rows)
     if "rule_based" in targets:
         bce = ops.mean(ops.binary_crossentropy(targets["rule_based"], real["rule_based"],
                                                from_logits=True), axis=-1)
@@ -75,14 +118,27 @@ def generator_loss(real: dict, fake: dict, hparams: HParams):
 
 class SSLGAN(keras.Model):
     def __init__(self, encoder: keras.Model, discriminator: keras.Model, generator: keras.Model,
-                 hparams: HParams, **kwargs):
+                 hparams: HParams, wide: keras.Model | None = None, rule_class_map=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.discriminator, self.generator = encoder, discriminator, generator
+        self.wide = wide  # optional linear logits from the sparse inputs, added for real rows
         self.hparams = hparams
+        self.rule_class_map = None if rule_class_map is None else ops.convert_to_tensor(
+            rule_class_map, "float32")
         self.seed_generator = keras.random.SeedGenerator(hparams.seed)
+        classes = discriminator.output["exclusive"].shape[-1]
+        # how the rules err: logits of p(rules name c | true class k), near the identity at first
+        self.confusion_logits = self.add_weight(
+            shape=(classes, classes), name="rule_confusion_logits", trainable=hparams.rule_confusion,
+            initializer=keras.initializers.Identity(CONFUSION_DIAGONAL))
+        # running mean of the labelled classes' frequencies: the prior of logit adjustment
+        self.class_prior = self.add_weight(
+            shape=(classes,), name="class_prior",
+            initializer="ones", trainable=False)
         self.built = True  # its parts are built functional models: it can be saved before a call
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("d_loss", "g_loss", "exclusive", "rule_based", "real_fake")}
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in (
+            "d_loss", "g_loss", "exclusive", "rule_based", "real_fake", "rule_to_exclusive")}
 
     @property
     def metrics(self):
@@ -93,7 +149,41 @@ class SSLGAN(keras.Model):
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def call(self, inputs, training=False):
-        return self.discriminator(self.encoder(inputs, training=training), training=training)
+        return self._with_wide(
+            self.discriminator(self.encoder(inputs, training=training), training=training),
+            inputs, training)
+
+    def _with_wide(self, outputs: dict, inputs, training=False) -> dict:
+        if self.wide is None:
+            return outputs
+        linear = self.wide(inputs, training=training)
+        return {name: value + linear[name] if name in linear else value
+                for name, value in outputs.items()}
+
+    @property
+    def _learns_confusion(self) -> bool:
+        return (self.hparams.rule_confusion and self.rule_class_map is not None
+                and self.hparams.rule_to_exclusive_weight > 0)
+
+    def _confusion(self):
+        if not self._learns_confusion:
+            return None
+        return ops.softmax(self.confusion_logits, axis=-1)
+
+    def _log_prior(self, targets, weights):
+        """Update the running class prior from this batch's labels; its log, or None."""
+        if self.hparams.exclusive_loss == "plain" or "exclusive" not in targets:
+            return None
+        counts = ops.sum(ops.one_hot(targets["exclusive"], ops.shape(self.class_prior)[0])
+                         * ops.expand_dims(weights["exclusive"], -1), axis=0)
+        total = ops.sum(counts)
+        frequencies = counts / ops.maximum(total, 1.0)
+        prior = self.class_prior / ops.sum(self.class_prior)
+        momentum = ops.where(total > 0, PRIOR_MOMENTUM, 1.0)
+        self.class_prior.assign(momentum * prior + (1 - momentum) * frequencies)
+        # mixed with the uniform prior: a class no label has shown yet is not pushed up without end
+        classes = ops.cast(ops.shape(self.class_prior)[0], "float32")
+        return ops.log(0.5 * self.class_prior / ops.sum(self.class_prior) + 0.5 / classes)
 
     def train_step(self, data):
         inputs, targets, weights = data
@@ -101,21 +191,31 @@ class SSLGAN(keras.Model):
         noise = keras.random.normal((batch, self.hparams.noise_dim), seed=self.seed_generator)
         # Gradients are summed over replicas (MirroredStrategy): each replica's mean counts 1/n.
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        log_prior = self._log_prior(targets, weights)
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
+            # Real rows: encoder, discriminator, plus the wide path's logits if any.
             encoded = self.encoder(inputs, training=True)
-            real = _float32(self.discriminator(encoded, training=True))
+            real = _float32(self._with_wide(self.discriminator(encoded, training=True), inputs,
+                                            training=True))
             real_for_gan = None
             if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
                 scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
                     encoded - ops.stop_gradient(encoded))
                 real_for_gan = _float32(self.discriminator(scaled, training=True))
+            # Fake rows: generated feature vectors through the discriminator alone.
             fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
-            terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan)
+            # Discriminator: supervised, weak, rule-based and real/fake terms; generator:
+            # feature matching.
+            terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
+                                         log_prior, self.rule_class_map,
+                                         self._confusion())
             d_loss = sum(terms.values())
             g_loss = generator_loss(real, fake, self.hparams)
             scaled_d_loss = self.d_optimizer.scale_loss(d_loss / replicas)
             scaled_g_loss = self.g_optimizer.scale_loss(g_loss / replicas)
-        d_vars = self.encoder.trainable_weights + self.discriminator.trainable_weights
+        d_vars = self.encoder.trainable_weights + self.discriminator.trainable_weights + (
+            self.wide.trainable_weights if self.wide is not None else []) + (
+            [self.confusion_logits] if self._learns_confusion else [])
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(scaled_d_loss, d_vars), d_vars))
         g_vars = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(scaled_g_loss, g_vars), g_vars))
@@ -127,7 +227,7 @@ class SSLGAN(keras.Model):
     def classifier(self) -> keras.Model:
         """A plain functional model of the trained parts: products in, probabilities out."""
         inputs = self.encoder.input  # the dict of named inputs
-        logits = self.discriminator(self.encoder(inputs))
+        logits = self._with_wide(self.discriminator(self.encoder(inputs)), inputs)
         activations = {"exclusive": "softmax", "rule_based": "sigmoid"}
         outputs = {objective: keras.layers.Activation(activations[objective], name=objective,
                                                       dtype="float32")(logits[objective])
@@ -136,10 +236,16 @@ class SSLGAN(keras.Model):
 
 
 def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, int],
-                  accelerator: Accelerator | None = None) -> SSLGAN:
-    """Build and compile; ``accelerator`` (precision, XLA) defaults to float32 without XLA."""
+                  accelerator: Accelerator | None = None, rule_class_map=None) -> SSLGAN:
+    """Build and compile; ``accelerator`` (precision, XLA) defaults to float32 without XLA;
+    ``rule_class_map`` ([rule categories, classes] 0/1) enables the weak exclusive targets."""
     width = hparams.hidden_units[0]
-    inputs, deep, _ = input_towers(specs)
+    inputs, deep, sparse_inputs = input_towers(specs)
+    wide = None
+    if hparams.wide and sparse_inputs is not None:
+        wide = keras.Model(inputs, {objective: keras.layers.Dense(
+            classes[objective], name=f"{objective}_wide")(sparse_inputs)
+            for objective in ("exclusive", "rule_based")}, name="wide")
     representation = keras.layers.Dense(width, name="representation")(deep)
     representation = keras.layers.LeakyReLU(negative_slope=0.2)(representation)
     encoder = keras.Model(inputs, representation, name="encoder")
@@ -161,7 +267,8 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     g = keras.layers.Dropout(hparams.dropout, seed=hparams.seed)(g)
     generator = keras.Model(noise, keras.layers.Dense(width, name="fake_vector")(g), name="generator")
 
-    model = SSLGAN(encoder, discriminator, generator, hparams)
+    model = SSLGAN(encoder, discriminator, generator, hparams, wide=wide,
+                   rule_class_map=rule_class_map)
     wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
     model.compile(d_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
                   g_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),

@@ -12,8 +12,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from beam_pipelines.raw_schema import raw_feature_spec
-from catalog_data.rules import ancestors_and_self
-from shared_config import features, storage
+from shared_config import categories, features, storage
+from shared_config.categories import ancestors_and_self
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
 from shared_config.runs import run_version
 from trainer import accelerators, data, metrics, training
@@ -40,8 +40,17 @@ def build(hparams: HParams, vocabs: data.Vocabularies, accelerator: Accelerator 
     specs = model_inputs(vocabs)
     classes = {objective: len(vocabs.labels(objective)) for objective in OBJECTIVES}
     if hparams.model_type == "ssl_gan":
-        return build_ssl_gan(hparams, specs, classes, accelerator)
+        return build_ssl_gan(hparams, specs, classes, accelerator, rule_class_map(vocabs))
     return build_model(hparams, specs, classes, accelerator)
+
+
+def rule_class_map(vocabs: data.Vocabularies) -> np.ndarray:
+    """[rule categories, exclusive classes] 0/1: which classes each rule category names."""
+    rules, classes = vocabs.labels("rule_based"), vocabs.labels("exclusive")
+    matrix = np.zeros((len(rules), len(classes)), "float32")
+    for row, found in enumerate(categories.rule_to_class_map(rules, classes)):
+        matrix[row, found] = 1
+    return matrix
 
 
 def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = None) -> dict:
@@ -55,8 +64,9 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     model_dir = paths.checkpoints(hparams.hparams_id)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
     started = time.monotonic()
+    best = _early_stopping(paths, hparams, vocabs)
     result = training.fit(model, hparams, training.batches_for_epoch(rows, hparams), per_epoch,
-                          model_dir)
+                          model_dir, best)
     classifier = model.classifier() if hparams.model_type == "ssl_gan" else model
     _save_model(classifier, model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
@@ -64,7 +74,26 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
             "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
             "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
+            **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {}),
             "seconds": round(time.monotonic() - started, 2)}
+
+
+def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestOnValidation | None:
+    """Early stopping on the run's exclusive validation products, when asked for and there."""
+    if not hparams.early_stopping_patience or "exclusive" not in hparams.objectives:
+        return None
+    if _example_counts(paths).get("exclusive_valid", 0) == 0:
+        log.warning("no exclusive validation products: training runs every epoch")
+        return None
+    batches = list(data.dataset(data.tfrecord_files(paths, "exclusive", "valid"), vocabs, 512,
+                                ["exclusive"]))
+    labels = np.concatenate([targets["exclusive"].numpy() for _, targets, _ in batches])
+
+    def predict(model):
+        return np.concatenate([np.asarray(model(inputs, training=False)["exclusive"]).argmax(1)
+                               for inputs, _, _ in batches])
+
+    return training.BestOnValidation(predict, labels, hparams.early_stopping_patience)
 
 
 def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:

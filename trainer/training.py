@@ -81,22 +81,72 @@ def batches_for_epoch(rows, hparams: HParams):
     return lambda epoch: alternating
 
 
-def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_dir: str) -> dict:
+class BestOnValidation(keras.callbacks.Callback):
+    """Early stopping on validation macro-F1 of the exclusive head: after each epoch,
+    score ``predict(model)`` (predicted class indices) against ``labels``; keep the best
+    weights; stop once ``patience`` epochs have brought no improvement. The state
+    survives several ``fit`` calls (one per epoch); ``restore_best`` puts the best
+    weights back at the end."""
+
+    def __init__(self, predict, labels, patience: int):
+        super().__init__()
+        self.predict, self.labels, self.patience = predict, labels, patience
+        self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from trainer.metrics import macro_f1
+
+        score = macro_f1(self.labels, self.predict(self.model))
+        self.scores.append(score)
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch
+            self.best_weights = [w.numpy().copy() for w in self.model.weights]
+        log.info("epoch %d: validation macro-F1 %.4f (best %.4f at epoch %d)",
+                 epoch + 1, score, self.best, self.best_epoch + 1)
+        if self.patience and epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.patience) and len(self.scores) - 1 - self.best_epoch >= self.patience
+
+    def restore_best(self):
+        if self.best_weights is not None:
+            for variable, value in zip(self.model.weights, self.best_weights):
+                variable.assign(value)
+
+
+def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_dir: str,
+        best: BestOnValidation | None = None) -> dict:
     """Train epoch by epoch; after each, keep the weights and the epoch reached under
-    ``model_dir/training/``, so a restarted train goes on from there."""
+    ``model_dir/training/``, so a restarted train goes on from there. With ``best``
+    (early stopping), training stops once validation macro-F1 has stalled for
+    ``early_stopping_patience`` epochs and the best epoch's weights are kept (a
+    restarted train scores again from the epoch it resumes at)."""
     steps = max(1, math.ceil(rows_per_epoch / hparams.batch_size))
     training_dir = model_dir + "training/"
     done = _restore(model, training_dir, dataset_for_epoch(0))
     board = keras.callbacks.TensorBoard(log_dir=model_dir + "tensorboard")
     history: dict[str, list[float]] = {}
+    callbacks = [board] + ([best] if best is not None else [])
     for epoch in range(done, hparams.epochs):
         result = model.fit(dataset_for_epoch(epoch), epochs=epoch + 1, initial_epoch=epoch,
-                           steps_per_epoch=steps, callbacks=[board], verbose=2)
+                           steps_per_epoch=steps, callbacks=callbacks, verbose=2)
         for name, values in result.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         _save_weights(model, training_dir + WEIGHTS_FILE)
         storage.write_json(training_dir + PROGRESS_FILE, {"epochs_done": epoch + 1})
-    return {"resumed_at_epoch": done, "history": history}
+        if best is not None and best.stopped:
+            log.info("early stop after epoch %d: validation macro-F1 best at epoch %d",
+                     epoch + 1, best.best_epoch + 1)
+            break
+    outcome = {"resumed_at_epoch": done, "history": history}
+    if best is not None and best.scores:
+        best.restore_best()
+        outcome["early_stopping"] = {"best_epoch": done + best.best_epoch + 1,
+                                     "best_valid_macro_f1": round(best.best, 4),
+                                     "epochs_run": done + len(best.scores)}
+    return outcome
 
 
 def _restore(model, training_dir: str, sample) -> int:

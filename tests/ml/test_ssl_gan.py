@@ -11,10 +11,10 @@ from shared_config import storage
 from trainer import training
 from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
-from trainer.ssl_gan import build_ssl_gan, discriminator_losses, generator_loss
+from trainer.ssl_gan import build_ssl_gan, candidate_mass_loss, discriminator_losses, generator_loss
 
 HP = HParams(hidden_units=(32,), epochs=1, batch_size=32, input_noise=0.0, dropout=0.0,
-             gan_head="class_logits")
+             gan_head="class_logits", entropy_weight=0.0)
 
 
 def test_supervised_losses_only_count_the_rows_that_have_labels():
@@ -44,8 +44,89 @@ def test_supervised_losses_only_count_the_rows_that_have_labels():
                                       supervised_only)["real_fake"]) == 0.0
 
 
+def test_the_partial_label_loss_is_minus_log_the_candidates_mass():
+    logits = ops.convert_to_tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+    candidates = ops.convert_to_tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    p = np.exp([2.0, 1.0, 0.0]) / np.exp([2.0, 1.0, 0.0]).sum()
+    loss = np.asarray(candidate_mass_loss(logits, candidates))
+    assert loss[0] == pytest.approx(-np.log(p[1]), rel=1e-5)  # one candidate: cross-entropy
+    assert loss[1] == pytest.approx(-np.log(p[1] + p[2]), rel=1e-5)  # either will do
+    assert loss[2] == 0.0  # no candidate, no loss
+
+
+def test_rule_labels_teach_the_exclusive_head_where_no_human_label_is():
+    # two rule categories: the first names class 1, the second (a parent) names none
+    rule_class_map = ops.convert_to_tensor([[0.0, 1.0], [0.0, 0.0]])
+    real = {"exclusive": ops.convert_to_tensor([[3.0, 0.0], [3.0, 0.0], [3.0, 0.0]]),
+            "rule_based": ops.zeros((3, 2)), "features": ops.zeros((3, 2))}
+    fake = {"exclusive": ops.zeros((1, 2)), "rule_based": ops.zeros((1, 2)),
+            "features": ops.zeros((1, 2))}
+    targets = {"exclusive": ops.convert_to_tensor([0, 0, 0]),
+               "rule_based": ops.convert_to_tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])}
+    # row 0: human label and rule; row 1: rule naming class 1 only; row 2: a parent rule only
+    weights = {"exclusive": ops.convert_to_tensor([1.0, 0.0, 0.0]),
+               "rule_based": ops.convert_to_tensor([1.0, 1.0, 1.0])}
+    as_truth = HParams(rule_confusion=False, rule_to_exclusive_weight=2.0, gan_head="class_logits")
+    terms = discriminator_losses(real, fake, targets, weights, as_truth,
+                                 rule_class_map=rule_class_map)
+    # only row 1 counts (row 0 has a human label, row 2's rule names no class)
+    assert float(terms["rule_to_exclusive"]) == pytest.approx(2.0 * np.log1p(np.exp(3.0)), rel=1e-5)
+    off = HParams(rule_to_exclusive_weight=0.0, gan_head="class_logits")
+    assert "rule_to_exclusive" not in discriminator_losses(real, fake, targets, weights, off,
+                                                           rule_class_map=rule_class_map)
+    # with a confusion saying the rules name class 1 for every product, naming it costs nothing
+    confusion = ops.convert_to_tensor([[0.0, 1.0], [0.0, 1.0]])
+    learnt = HParams(rule_confusion=True, rule_to_exclusive_weight=1.0, gan_head="class_logits")
+    terms = discriminator_losses(real, fake, targets, weights, learnt,
+                                 rule_class_map=rule_class_map, confusion=confusion)
+    assert float(terms["rule_to_exclusive"]) == pytest.approx(0.0, abs=1e-5)
+    # an identity confusion is the rules taken as the truth (rows 0 and 1 count now)
+    terms = discriminator_losses(real, fake, targets, weights, learnt,
+                                 rule_class_map=rule_class_map, confusion=ops.eye(2))
+    assert float(terms["rule_to_exclusive"]) == pytest.approx(np.log1p(np.exp(3.0)), rel=1e-4)
+
+
+def test_logit_adjustment_and_balancing_favour_the_rare_class():
+    real = {"exclusive": ops.convert_to_tensor([[0.0, 0.0], [0.0, 0.0]]),
+            "rule_based": ops.zeros((2, 1)), "features": ops.zeros((2, 2))}
+    fake = {"exclusive": ops.zeros((1, 2)), "rule_based": ops.zeros((1, 1)),
+            "features": ops.zeros((1, 2))}
+    targets, weights = {"exclusive": ops.convert_to_tensor([0, 1])}, {
+        "exclusive": ops.convert_to_tensor([1.0, 1.0])}
+    log_prior = ops.log(ops.convert_to_tensor([0.9, 0.1]))
+    plain = float(discriminator_losses(real, fake, targets, weights,
+                                       HParams(exclusive_loss="plain", gan_head="class_logits"),
+                                       log_prior=log_prior)["exclusive"])
+    assert plain == pytest.approx(np.log(2), rel=1e-5)
+    adjusted = float(discriminator_losses(real, fake, targets, weights,
+                                          HParams(exclusive_loss="logit_adjusted", gan_head="class_logits"),
+                                          log_prior=log_prior)["exclusive"])
+    assert adjusted == pytest.approx((-np.log(0.9) - np.log(0.1)) / 2, rel=1e-5)
+    balanced = float(discriminator_losses(real, fake, targets, weights,
+                                          HParams(exclusive_loss="balanced", gan_head="class_logits"),
+                                          log_prior=log_prior)["exclusive"])
+    # rows weighted 1 / (2 x prior): the rare class's row counts nine times the other's
+    assert balanced == pytest.approx(np.log(2) * (1 / 1.8 + 1 / 0.2) / 2, rel=1e-5)
+
+
+def test_early_stopping_keeps_the_best_epochs_weights():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
+    scores = iter([0, 1, 0, 0])  # epoch 2 is best: predictions right then only
+    labels = np.array([1])
+    best = training.BestOnValidation(lambda m: np.array([next(scores)]), labels, patience=2)
+    best.set_model(model)
+    for epoch in range(4):
+        model.layers[0].kernel.assign([[float(epoch)]])
+        best.on_epoch_end(epoch)
+        if best.stopped:
+            break
+    assert best.stopped and epoch == 3 and best.best_epoch == 1
+    best.restore_best()
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == 1.0
+
+
 def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
-    outputs = lambda real_fake, exclusive: {  # noqa: E731
+    outputs = lambda real_fake, exclusive: {
         "exclusive": ops.convert_to_tensor(exclusive), "features": ops.zeros((1, 3)),
         "rule_based": ops.zeros((1, 1)), "real_fake": ops.convert_to_tensor(real_fake)}
     separate = HParams(gan_head="separate_unit")

@@ -12,10 +12,10 @@ import tensorflow_transform as tft
 from shared_config import storage
 from shared_config.runs import create_run, run_version
 from store import demo_catalog
+from tests.ml.test_preprocessing import run_job
 from trainer import metrics
 from trainer.controller import main as controller_main
 from trainer.hparams import HParams
-from tests.ml.test_preprocessing import run_job
 
 
 def test_exclusive_metrics_on_a_hand_made_case():
@@ -26,6 +26,22 @@ def test_exclusive_metrics_on_a_hand_made_case():
     assert result["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert result["per_class"]["b"]["precision"] == 0.5 and result["per_class"]["b"]["recall"] == 1
     assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+
+
+def test_macro_f1_is_scikit_learns_on_hand_made_predictions():
+    from sklearn.metrics import f1_score
+
+    names = ["a", "b", "c", "d", "e"]
+    labels = np.array([0, 0, 1, 1, 2, 2, 2])
+    # class 3 is predicted but absent from the labels; class 4 neither: sklearn counts 3 (F1 0)
+    predicted = np.array([0, 3, 1, 0, 2, 2, 1])
+    probabilities = np.eye(len(names))[predicted]
+    result = metrics.exclusive_metrics(labels, probabilities, names)
+    expected = f1_score(labels, predicted, average="macro")
+    assert result["macro_f1"] == pytest.approx(expected)
+    # by hand: F1 a 0.5, b 0.5, c 0.8, d 0 over four classes
+    assert result["macro_f1"] == pytest.approx((0.5 + 0.5 + 0.8 + 0) / 4)
+    assert metrics.macro_f1(labels, predicted) == pytest.approx(expected)
 
 
 def test_rule_based_metrics_use_the_threshold():

@@ -1,0 +1,113 @@
+"""prodcat's networks in the label-efficiency benchmark, built by the trainer's own code.
+
+- ``dnn``: the supervised baseline on the labelled rows;
+- ``ssl_gan``: the SSL-GAN on human labels and the unlabelled rows;
+- ``ssl_gan_rules``: the SSL-GAN with the rule-based objective (prodcat's default
+  model: both objectives, every option at its default);
+- ``net_supervised`` / ``net_rules``: the same two with the real/fake term off
+  (``real_fake_weight=0``), the GAN-less twins that show what the GAN adds.
+
+Every network stops early on validation macro-F1 (the best epoch's weights are
+kept), as the trainer does with ``--early-stopping-patience``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from benchmarks.label_data import DataSet
+from shared_config.categories import rule_to_class_map
+from trainer.hparams import HParams
+from trainer.model import ModelInput, build_model
+from trainer.ssl_gan import build_ssl_gan
+from trainer.training import BestOnValidation
+
+BATCH = 128
+MAX_EPOCHS = 10
+PATIENCE = 3
+NETWORKS = ("dnn", "ssl_gan", "ssl_gan_rules", "net_supervised", "net_rules")
+BENCHMARK_SHAPE = {"hidden_units": (256,), "dropout": 0.3, "batch_size": BATCH}
+
+
+def dense(x):
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
+
+
+def class_map(data: DataSet) -> np.ndarray:
+    """[rule categories, classes] 0/1, as the trainer builds it from its vocabularies."""
+    matrix = np.zeros((len(data.rule_categories), len(data.classes)), "float32")
+    for rule, found in enumerate(rule_to_class_map(data.rule_categories, data.classes)):
+        matrix[rule, found] = 1
+    return matrix
+
+
+def _rows(x, y, labelled, rules):
+    rule_targets = rules if rules is not None else np.zeros((len(y), 1), "float32")
+    targets = {"exclusive": y, "rule_based": rule_targets}
+    weights = {"exclusive": labelled.astype("float32"),
+               "rule_based": (rule_targets.sum(axis=1) > 0).astype("float32")}
+    if rules is None:
+        targets, weights = {"exclusive": y}, {"exclusive": weights["exclusive"]}
+    return tf.data.Dataset.from_tensor_slices(({"x": x}, targets, weights))
+
+
+def hparams_for(method: str, seed: int, options: dict) -> HParams:
+    """The hyperparameters of a network method: the defaults, the benchmark's shape,
+    then ``options`` (a variant under trial)."""
+    if method == "dnn":
+        return HParams(model_type="dnn", objectives=("exclusive",), seed=seed,
+                       **BENCHMARK_SHAPE)
+    use_rules = method in ("ssl_gan_rules", "net_rules")
+    extra = {**options, **({"real_fake_weight": 0.0} if method.startswith("net_") else {})}
+    return HParams(model_type="ssl_gan", seed=seed, **BENCHMARK_SHAPE,
+                   objectives=("exclusive", "rule_based") if use_rules else ("exclusive",),
+                   **extra)
+
+
+def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
+                options: dict | None = None, max_epochs: int = MAX_EPOCHS) -> dict:
+    """Train one network; ``{"valid": predicted, "test": predicted, "epochs": n}``."""
+    keras.utils.set_random_seed(seed)
+    hparams = hparams_for(method, seed, options or {})
+    x_train, x_valid, x_test = dense(data.train.x), dense(data.valid.x), dense(data.test.x)
+    specs = [ModelInput("x", "vector", x_train.shape[1])]
+    use_rules = "rule_based" in hparams.objectives and data.has_rules
+    n_rules = len(data.rule_categories) if data.has_rules else 1
+    classes = {"exclusive": len(data.classes), "rule_based": n_rules}
+    y = data.train.y
+    rules = data.train.rules if use_rules else None
+
+    def predict(model):
+        out = model({"x": x_valid}, training=False)["exclusive"]
+        return np.asarray(out).argmax(axis=1)
+
+    best = BestOnValidation(predict, data.valid.y, PATIENCE)
+    steps = len(y) // BATCH
+    if method == "dnn":
+        model = build_model(hparams, specs, classes)
+        rows = _rows(x_train[labelled], y[labelled], np.ones(labelled.sum(), bool), None)
+        batches = rows.shuffle(10_000, seed=seed).repeat().batch(BATCH).map(
+            lambda x, t, w: (x, t))
+        model.fit(batches, steps_per_epoch=max(steps // 2, 50), epochs=max_epochs * 2,
+                  callbacks=[best], verbose=0)
+    else:
+        model = build_ssl_gan(hparams, specs, classes,
+                              rule_class_map=class_map(data) if use_rules else None)
+        everything = _rows(x_train, y, labelled, rules)
+        only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],
+                              None if rules is None else rules[labelled])
+        batches = tf.data.Dataset.sample_from_datasets(
+            [only_labelled.shuffle(10_000, seed=seed).repeat(),
+             everything.shuffle(30_000, seed=seed).repeat()],
+            [hparams.labelled_share, 1 - hparams.labelled_share], seed=seed).batch(BATCH)
+        model.fit(batches, steps_per_epoch=steps, epochs=max_epochs, callbacks=[best], verbose=0)
+    best.restore_best()
+    test = np.asarray(model({"x": x_test}, training=False)["exclusive"]).argmax(axis=1)
+    return {"valid": predict(model), "test": test, "epochs": len(best.scores),
+            "best_epoch": best.best_epoch + 1}

@@ -1,0 +1,104 @@
+"""The evaluation protocol: splits by product group, and the peer on the model's own rows."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from shared_config import categories
+from shared_config.paths import SPLITS
+from shared_config.splits import group_key, split_of
+from store import demo_catalog
+from tests.ml.test_preprocessing import read_examples, run_job
+from trainer import peer
+
+
+def test_a_group_key_is_the_feeds_group_id_else_the_listing_id():
+    assert group_key({"id": "a-1", "group_id": "P7"}, "group_id") == "group:P7"
+    assert group_key({"id": "a-1", "group_id": 7}, "group_id") == "group:7"
+    assert group_key({"id": "a-1", "group_id": "  "}, "group_id") == "a-1"
+    assert group_key({"id": "a-1"}, "group_id") == "a-1"
+    assert group_key({"id": "a-1", "group_id": "P7"}, "") == "a-1"  # no group field configured
+    # the listings of one product share a split whatever their own ids
+    assert len({split_of({"id": f"x-{i}", "group_id": "P7"}, "group_id")
+                for i in range(200)}) == 1
+    # listings without a group spread over every split
+    assert {split_of({"id": f"x-{i}"}, "group_id") for i in range(200)} == set(SPLITS)
+
+
+def test_the_job_keeps_every_products_listings_in_one_split(tmp_path):
+    products = []
+    for group in range(60):  # 60 real products, 1 to 5 listings each
+        for listing in range(group % 5 + 1):
+            products.append({"id": f"aff{listing}-{group:03d}-{listing}",
+                             "group_id": f"product-{group}", "title": f"dress number {group}",
+                             "price": 10 + group})
+    products.append({"id": "loner", "title": "a shirt", "price": 5})  # no group: its own
+    paths, summary = run_job(tmp_path, [json.dumps(p) for p in products])
+    assert summary["quarantined"] == 0
+    split_of_listing = {e["id"].decode(): split for split in SPLITS
+                        for e in read_examples(paths, "catalog", split)}
+    assert set(split_of_listing) == {p["id"] for p in products}  # every listing, once
+    by_group = defaultdict(set)
+    for product in products:
+        by_group[product.get("group_id", product["id"])].add(split_of_listing[product["id"]])
+    assert all(len(splits) == 1 for splits in by_group.values())
+    assert len({next(iter(s)) for s in by_group.values()}) >= 2  # groups do spread
+    for product in products:  # and the job agrees with the shared split function
+        assert split_of_listing[product["id"]] == split_of(product, "group_id")
+
+
+def test_a_group_id_that_is_not_an_id_goes_to_the_quarantine(tmp_path):
+    lines = [json.dumps({"id": "ok", "title": "dress", "group_id": "g1"}),
+             json.dumps({"id": "bad", "title": "dress", "group_id": {"nested": 1}})]
+    _, summary = run_job(tmp_path, lines)
+    assert summary["quarantined"] == 1
+    assert summary["quarantined_by_reason"] == {"wrong_type": 1}
+
+
+def test_rule_categories_name_exclusive_classes_through_the_tree():
+    classes = ["Bottoms > Jeans", "Tops > Knits", "Tops > Blouses"]
+    assert categories.candidate_classes(["Tops", "Tops > Knits"], classes) == [1]
+    assert categories.candidate_classes(["Tops"], classes) == []  # above the classes: no name
+    assert categories.candidate_classes(["Tops > Knits > Tees"], classes) == [1]  # below one
+    assert categories.pseudo_label(["Tops > Knits", "Bottoms > Jeans"], classes) == -1
+    assert categories.pseudo_label(["Bottoms", "Bottoms > Jeans"], classes) == 0
+    assert not categories.is_within("Tops > Knitsy", "Tops > Knits")
+
+
+def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
+    products = list(demo_catalog.generate(300, seed=5, exclusive_fraction=0.4))
+    for i, product in enumerate(products):
+        product.pop("_true_category")
+        product["group_id"] = f"real-{i // 3}"  # three listings per real product
+    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    result = peer.fit_peer(paths)
+    # what the model's exclusive head trains on: the exclusive_train TFRecords
+    model_rows = [e["id"].decode() for e in read_examples(paths, "exclusive", "train")]
+    expected = [p["id"] for p in products
+                if p.get("exclusive_label") and split_of(p, "group_id") == "train"]
+    assert sorted(model_rows) == sorted(expected)
+    assert result["trained_on"] == len(expected)
+    assert result["trained_on_digest"] == peer.rows_digest(model_rows)
+    valid = [p for p in products if p.get("exclusive_label") and split_of(p, "group_id") == "valid"]
+    figures = result["objectives"]["exclusive"]
+    assert figures["examples"] == len(valid)
+    assert figures["accuracy"] > 0.5  # the generated titles name their category
+    assert result["C"] in peer.C_GRID
+
+
+def test_the_peers_c_comes_from_grouped_folds():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 4))
+    y = (x[:, 0] > 0).astype(int)
+    groups = np.repeat(np.arange(30), 3)
+    assert peer.cross_validated_c(x, y, groups) in peer.C_GRID
+    assert peer.cross_validated_c(x[:2], y[:2], groups[:2]) == 1.0  # too few groups to fold
+
+
+@pytest.mark.parametrize("ids", [["b", "a"], ["a", "b"]])
+def test_the_rows_digest_ignores_order(ids):
+    assert peer.rows_digest(ids) == peer.rows_digest(["a", "b"])
