@@ -18,7 +18,10 @@ import logging
 import random
 from pathlib import Path
 
+from shared_config import features
 from shared_config.cli import emit_result, setup_logging
+from shared_config.paths import SPLITS
+from shared_config.splits import split_of
 from store.client import ProductStore
 
 log = logging.getLogger("prodcat.oracle")
@@ -64,6 +67,8 @@ def reveal(store: ProductStore, ids: list[str], ground_truth: Path, exclusive: s
     """Write the true exclusive category of ``ids``; report the ones that have none."""
     wanted = set(ids)
     updates, without = [], 0
+    per_split = dict.fromkeys(SPLITS, 0)  # where the labels land: train, or evaluation
+    group_field = features.load().group_field
     with gzip.open(ground_truth, "rt", encoding="utf-8") as rows:
         for line in rows:
             row = json.loads(line)
@@ -72,6 +77,7 @@ def reveal(store: ProductStore, ids: list[str], ground_truth: Path, exclusive: s
             if row["category"] in exclusive:
                 updates.append((row["id"], {"exclusive_label": row["category"],
                                             "label_source": source}))
+                per_split[split_of(row, group_field)] += 1
             else:
                 without += 1  # unknown or non-exclusive: the labeller says "none of these"
     rejected = store.update_partial(updates)
@@ -79,7 +85,8 @@ def reveal(store: ProductStore, ids: list[str], ground_truth: Path, exclusive: s
         raise RuntimeError(f"the store rejected {len(rejected)} labels: {list(rejected.items())[:3]}")
     store.refresh()
     missing = len(wanted) - len(updates) - without
-    return {"requested": len(ids), "labelled": len(updates), "no_exclusive_category": without,
+    return {"requested": len(ids), "labelled": len(updates), "labelled_per_split": per_split,
+            "no_exclusive_category": without,
             "not_in_ground_truth": missing, "label_source": source}
 
 

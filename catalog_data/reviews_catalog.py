@@ -135,7 +135,8 @@ def build(out_dir: Path, cache: Path | None = None) -> dict:
             categories.update(ancestors_and_self(category) if category else [])
             catalog.write(json.dumps(product) + "\n")
             truth.write(json.dumps({"id": product["id"], "category": category,
-                                    "clothing_id": clothing_id}) + "\n")
+                                    "clothing_id": clothing_id,
+                                    "group_id": product["group_id"]}) + "\n")
             written += 1
     leaves = sorted(c for c in categories if " > " in c)
     meta = {"categories": sorted(categories), "exclusive": leaves,

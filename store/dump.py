@@ -11,9 +11,10 @@ import argparse
 import logging
 import time
 
-from shared_config import storage
+from shared_config import features, storage
 from shared_config.cli import finish_stage, run_paths, setup_logging
-from shared_config.paths import RunPaths
+from shared_config.paths import SPLITS, RunPaths
+from shared_config.splits import split_of
 from store.client import ProductStore
 
 log = logging.getLogger("prodcat.dump")
@@ -24,9 +25,13 @@ def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
     if page_size < 1:
         raise ValueError("the page size must be positive")
     started = time.monotonic()
+    config = features.load()
+    per_split = dict.fromkeys(SPLITS, 0)  # by product group, as the preprocessing job splits
     with storage.ShardedJsonlWriter(paths.dump_dir, shard_size) as shards:
         for product in store.iter_products(page_size=page_size):
             shards.write(product)
+            if isinstance(product, dict):
+                per_split[split_of(product, config.group_field, config.id_field)] += 1
             if shards.records % (page_size * 10) == 0:
                 log.info("dumped %d products", shards.records)
     if shards.records == 0:
@@ -34,7 +39,7 @@ def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
     seconds = time.monotonic() - started
     log.info("dumped %d products into %d shards in %.1f s", shards.records, shards.shards, seconds)
     return {"products": shards.records, "shards": shards.shards, "dump_dir": paths.dump_dir,
-            "seconds": round(seconds, 2)}
+            "products_per_split": per_split, "seconds": round(seconds, 2)}
 
 
 def main(argv=None) -> None:

@@ -1,6 +1,7 @@
 """Public data sources, the real demo catalogue, the legacy rules, the oracle, the generator."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gzip
 import hashlib
@@ -15,10 +16,11 @@ from catalog_data import oracle, reviews_catalog, sources
 from catalog_data.generator import ScaleGenerator
 from catalog_data.rules import Rule, RuleLabeller, report
 from catalog_data.taxonomy import Taxonomy
+from shared_config.splits import split_of
 from store.client import ProductStore
 from store.load import load_products, read_jsonl
 
-DEMO_FIELDS = {"id": str, "title": str, "description": str, "brand": str, "raw_category": str,
+DEMO_FIELDS = {"id": str, "group_id": str, "title": str, "description": str, "brand": str, "raw_category": str,
                "gender": str, "size": str, "price": float, "image": str, "rule_labels": list,
                "exclusive_label": str, "label_source": str}
 
@@ -96,6 +98,11 @@ def test_ground_truth_stays_beside_the_catalogue(demo_dir):
     assert len(truth) == 23486
     assert sum(1 for t in truth if t["category"]) == 23486 - 14  # 14 reviews have no class
     assert all(t["category"] in meta["categories"] for t in truth if t["category"])
+    # the listings of one real product share its group id, hence a split
+    groups = collections.defaultdict(set)
+    for row in truth:
+        groups[row["group_id"]].add(row["clothing_id"])
+    assert len(groups) == 1206 and all(len(ids) == 1 for ids in groups.values())
 
 
 def test_size_is_read_from_the_review_text():
@@ -146,6 +153,9 @@ def test_oracle_writes_true_labels_into_the_store(settings, demo_dir):
     assert len(labelled) == result["labelled"] > 30
     for product in labelled:
         assert product["exclusive_label"] == truth[product["id"]]
+    # where the labels land, split by real product as the pipeline splits
+    splits = collections.Counter(split_of(p, "group_id") for p in labelled)
+    assert result["labelled_per_split"] == {s: splits[s] for s in ("train", "valid", "test")}
     again = oracle.label(store, demo_dir, "10%", "random", seed=3)
     assert not {p["id"] for p in labelled} & set(oracle.choose(store, "random", 40, 3))
     assert again["labelled"] > 0

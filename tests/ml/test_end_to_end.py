@@ -63,6 +63,12 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
     assert indexed["metrics"]["exclusive_macro_f1"] == stats["evaluate_valid"]["objectives"][
         "exclusive"]["macro_f1"]
     assert set(stats["evaluate_valid"]["objectives"]) == {"exclusive", "rule_based"}
+    # the peer learnt from the model's own labelled rows and is scored on the same products
+    peer, model = stats["peer_evaluate_valid"], stats["evaluate_valid"]["objectives"]["exclusive"]
+    assert peer["trained_on"] == examples["exclusive_train"]
+    assert peer["objectives"]["exclusive"]["examples"] == model["examples"]
+    assert indexed["metrics"]["peer_exclusive_macro_f1"] == peer["objectives"]["exclusive"][
+        "macro_f1"]
     manifest = storage.read_json(paths.manifest)
     assert manifest["params"]["epochs"] == 2 and manifest["airflow_run_id"]
     assert storage.glob(paths.tfrecord_files("exclusive", "train"))

@@ -1,3 +1,4 @@
+import collections
 import gzip
 import json
 
@@ -5,6 +6,7 @@ import pytest
 
 from shared_config import storage
 from shared_config.paths import RunPaths
+from shared_config.splits import split_for
 from store import demo_catalog
 from store.client import ProductStore, StoreError
 from store.dump import dump_products
@@ -28,6 +30,9 @@ def test_dump_pages_through_every_product_once_into_shards(store, settings):
         with gzip.open(shard, "rt") as lines:
             ids += [json.loads(line)["id"] for line in lines]
     assert sorted(ids) == sorted(f"demo-{i:07d}" for i in range(230))
+    # counted per split the way the preprocessing job splits (no group id: by listing id)
+    expected = collections.Counter(split_for(f"demo-{i:07d}") for i in range(230))
+    assert result["products_per_split"] == {s: expected[s] for s in ("train", "valid", "test")}
 
 
 def test_hidden_ground_truth_stays_out_of_the_store(store, tmp_path):
