@@ -94,7 +94,7 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
     if "baseline_evaluate_valid" in stages:
         lines += _metric_lines(stages["baseline_train"]["model_type"],
                                stages["baseline_evaluate_valid"])
-    if "peer_evaluate_valid" in stages:
+    if "objectives" in stages.get("peer_evaluate_valid", {}):
         peer = stages["peer_evaluate_valid"]
         lines += _metric_lines(f"peer (logreg C={peer['C']:g})", peer)
     lines += [
@@ -126,7 +126,9 @@ def load_catalogue(store: ProductStore, args) -> dict:
     loaded = load_products(store, read_jsonl(str(directory / "catalog.jsonl.gz")), recreate=True)
     labelled = oracle.label(store, directory, args.label_budget, "random", seed=0)
     return {"catalogue": f"women's clothing reviews ({loaded['loaded']} products)",
-            "labelled": f"{labelled['labelled']} products (random, budget {args.label_budget})"}
+            "labelled": f"{labelled['labelled']} products (random, budget {args.label_budget}; "
+                        + ", ".join(f"{n} in {split}" for split, n in
+                                    labelled["labelled_per_split"].items()) + ")"}
 
 
 def run_demo(args, settings: Settings, paths: RunPaths, env: dict):

@@ -109,18 +109,22 @@ def fit_peer(paths, seed: int = 0) -> dict:
     from trainer import metrics, task
 
     started = time.monotonic()
+    counts = task._example_counts(paths)
+    if counts.get("exclusive_train", 0) == 0:
+        log.warning("no labelled training products: no peer")
+        return {"skipped": "no labelled training products", "trained_on": 0}
     vocabs = task._vocabularies(paths)
     names = vocabs.labels("exclusive")
     x, y, ids, groups = _features(paths, vocabs, "exclusive", "train")
-    if len(np.unique(y)) < 2:
-        raise RuntimeError(f"the peer needs labels of two classes at least; the run's "
-                           f"{len(y)} labelled training products have {len(np.unique(y))}")
+    if len(np.unique(y)) < 2:  # nothing to compare with; the run goes on without it
+        log.warning("the labelled training products are all of one class: no peer")
+        return {"skipped": f"the {len(y)} labelled training products are all of one class",
+                "trained_on": len(y), "trained_on_digest": rows_digest(ids)}
     c = cross_validated_c(x, y, groups, seed=seed)
     model = balanced_logreg(c, seed).fit(x, y)
     log.info("peer: C=%s chosen by grouped 3-fold cross-validation on %d rows", c, len(y))
     result = {"model_type": "logreg_balanced", "C": c, "trained_on": len(y),
               "trained_on_digest": rows_digest(ids), "split": "valid", "objectives": {}}
-    counts = task._example_counts(paths)
     if counts.get("exclusive_valid", 0):
         x_valid, y_valid, _, _ = _features(paths, vocabs, "exclusive", "valid")
         probabilities = np.zeros((len(y_valid), len(names)))

@@ -102,3 +102,12 @@ def test_the_peers_c_comes_from_grouped_folds():
 @pytest.mark.parametrize("ids", [["b", "a"], ["a", "b"]])
 def test_the_rows_digest_ignores_order(ids):
     assert peer.rows_digest(ids) == peer.rows_digest(["a", "b"])
+
+
+def test_without_two_labelled_classes_the_peer_steps_aside(tmp_path, monkeypatch):
+    products = [{"id": f"p{i}", "title": f"dress {i}", "exclusive_label": "Dresses"}
+                for i in range(40)]
+    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    result = peer.fit_peer(paths)
+    assert "one class" in result["skipped"] and "objectives" not in result
