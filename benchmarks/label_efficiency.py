@@ -46,6 +46,7 @@ VARIANTS = {
     "wide (linear) path": {"wide": True},
     "entropy minimisation 0.1": {"entropy_weight": 0.1},
     "encoder in the GAN (gan_encoder_gradient 1)": {"gan_encoder_gradient": 1.0},
+    "encoder pretrained (denoising autoencoder, 3 epochs)": {"encoder_pretrain_epochs": 3},
 }
 
 
@@ -81,12 +82,15 @@ def main_table(data, budgets, methods, seeds, options) -> dict:
     return results
 
 
-def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",)) -> None:
-    """Each variant against the defaults: validation macro-F1 only (the test is not read)."""
+def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only: str = "") -> None:
+    """Each variant against the defaults: validation macro-F1 only (the test is not read);
+    ``only``: the variants whose name contains it."""
     print(f"validation macro-F1, mean over seeds 0..{seeds - 1}; budgets {list(budgets)}")
     print(f"{'variant':<46}" + "".join(f"{m + ' ' + budget_name(b, 0):>22}"
                                        for b in budgets for m in methods), flush=True)
     for name, options in {"defaults": {}, **VARIANTS}.items():
+        if only and only not in name:
+            continue
         cells = []
         for budget in budgets:
             for method in methods:
@@ -138,6 +142,8 @@ def main(argv=None) -> None:
                              "'{\"entropy_weight\": 0.3}'")
     parser.add_argument("--variants", action="store_true",
                         help="print the variant table (validation) instead of the test table")
+    parser.add_argument("--only", default="", help="with --variants: the variants whose name "
+                                                   "contains this text")
     parser.add_argument("--plot", help="write the label-efficiency curve to this PNG")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -154,7 +160,7 @@ def main(argv=None) -> None:
           f"seeds 0..{args.seeds - 1}" + (f", options {json.dumps(args.options)}"
                                           if args.options else ""), flush=True)
     if args.variants:
-        variant_table(data, budgets, args.seeds)
+        variant_table(data, budgets, args.seeds, only=args.only)
         return
     results = main_table(data, budgets, methods, args.seeds, args.options)
     if args.plot:

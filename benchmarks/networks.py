@@ -102,6 +102,9 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
         everything = _rows(x_train, y, labelled, rules)
         only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],
                               None if rules is None else rules[labelled])
+        if hparams.encoder_pretrain_epochs:
+            model.pretrain_encoder(everything.shuffle(30_000, seed=seed).repeat().batch(BATCH),
+                                   steps, hparams.encoder_pretrain_epochs)
         batches = tf.data.Dataset.sample_from_datasets(
             [only_labelled.shuffle(10_000, seed=seed).repeat(),
              everything.shuffle(30_000, seed=seed).repeat()],

@@ -51,6 +51,9 @@ class HParams:
     # of taking the named classes as the truth
     rule_confusion: bool = True
     wide: bool = False  # a linear path from the sparse inputs straight to the logits
+    # epochs of a denoising bag-of-words autoencoder over every product that teaches the encoder
+    # the catalogue before the labels and the GAN see it (0: none)
+    encoder_pretrain_epochs: int = 0
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -70,8 +73,10 @@ class HParams:
             raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
         if self.exclusive_loss not in EXCLUSIVE_LOSSES:
             raise ValueError(f"exclusive_loss {self.exclusive_loss!r}: choose one of {EXCLUSIVE_LOSSES}")
-        if self.rule_to_exclusive_weight < 0 or self.early_stopping_patience < 0:
-            raise ValueError("rule_to_exclusive_weight and early_stopping_patience must be >= 0")
+        if min(self.rule_to_exclusive_weight, self.early_stopping_patience,
+               self.encoder_pretrain_epochs) < 0:
+            raise ValueError("rule_to_exclusive_weight, early_stopping_patience and "
+                             "encoder_pretrain_epochs must be >= 0")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:
             raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
         if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:

@@ -23,6 +23,7 @@ from trainer.hparams import HParams
 from trainer.model import ModelInput, hidden_stack, input_towers
 
 PRIOR_MOMENTUM = 0.99
+DENOISING_DROP = 0.5  # share of a product's words hidden from the encoder in its pretraining
 CONFUSION_DIAGONAL = 4.0  # softmax of 4 on the diagonal: the rules right ~3 times in 4 at first
 
 
@@ -223,6 +224,32 @@ class SSLGAN(keras.Model):
             if name in self.trackers:
                 self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def pretrain_encoder(self, batches, steps_per_epoch: int, epochs: int) -> dict:
+        """Teach the encoder the catalogue before any label or GAN: a denoising bag-of-words
+        autoencoder over every product (half of each product's words dropped, all of them to
+        be recovered from the encoder's vector). ``batches`` yields ``(inputs, ...)``."""
+        vectors = [name for name, spec in self.encoder.input.items()
+                   if len(spec.shape) == 2 and spec.shape[-1] > 1]
+        if not vectors or epochs < 1:
+            return {}
+        inputs = {name: keras.Input(spec.shape[1:], dtype=spec.dtype, name=name)
+                  for name, spec in self.encoder.input.items()}
+        noised = {name: keras.layers.Dropout(DENOISING_DROP, seed=self.hparams.seed)(tensor)
+                  if name in vectors else tensor for name, tensor in inputs.items()}
+        width = sum(self.encoder.input[name].shape[-1] for name in vectors)
+        words = keras.layers.Dense(width, name="bag_of_words_logits")(self.encoder(noised))
+        autoencoder = keras.Model(inputs, words, name="denoising_autoencoder")
+        autoencoder.compile(optimizer=keras.optimizers.Adam(self.hparams.learning_rate),
+                            loss=keras.losses.BinaryCrossentropy(from_logits=True))
+
+        def bag_of_words(row_inputs, *_):
+            present = [tf.cast(row_inputs[name] > 0, "float32") for name in vectors]
+            return row_inputs, present[0] if len(present) == 1 else tf.concat(present, -1)
+
+        history = autoencoder.fit(batches.map(bag_of_words), steps_per_epoch=steps_per_epoch,
+                                  epochs=epochs, verbose=2)
+        return {"reconstruction_loss": [float(v) for v in history.history["loss"]]}
 
     def classifier(self) -> keras.Model:
         """A plain functional model of the trained parts: products in, probabilities out."""

@@ -64,6 +64,13 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     model_dir = paths.checkpoints(hparams.hparams_id)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
     started = time.monotonic()
+    pretrained = {}
+    if hparams.model_type == "ssl_gan" and hparams.encoder_pretrain_epochs and \
+            not storage.exists(model_dir + "training/" + training.PROGRESS_FILE):
+        pool = training.rows_of(paths, CATALOG, hparams, vocabs).batch(hparams.batch_size)
+        with accelerator.strategy.scope():
+            pretrained = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
+                                                hparams.encoder_pretrain_epochs)
     best = _early_stopping(paths, hparams, vocabs)
     result = training.fit(model, hparams, training.batches_for_epoch(rows, hparams), per_epoch,
                           model_dir, best)
@@ -75,6 +82,7 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
             "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
             **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {}),
+            **({"encoder_pretraining": pretrained} if pretrained else {}),
             "seconds": round(time.monotonic() - started, 2)}
 
 

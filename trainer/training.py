@@ -32,6 +32,13 @@ def keep_objectives(dataset, keep: tuple[str, ...]):
     return dataset.map(mask)
 
 
+def rows_of(paths: RunPaths, objective: str, hparams: HParams, vocabs):
+    """The training rows of one objective (or of the whole catalogue), shuffled, repeated."""
+    files = data.tfrecord_files(paths, objective, "train")
+    return data.dataset(files, vocabs, hparams.batch_size, hparams.objectives, shuffle=True,
+                        repeat=True, seed=hparams.seed).unbatch()
+
+
 def training_rows(paths: RunPaths, hparams: HParams, vocabs, counts: dict):
     """``(unbatched rows, rows per epoch)``.
 
@@ -41,9 +48,7 @@ def training_rows(paths: RunPaths, hparams: HParams, vocabs, counts: dict):
     draws ``labelled_share`` of the rows from those with an exclusive label.
     """
     def rows(objective: str):
-        files = data.tfrecord_files(paths, objective, "train")
-        return data.dataset(files, vocabs, hparams.batch_size, hparams.objectives, shuffle=True,
-                            repeat=True, seed=hparams.seed).unbatch()
+        return rows_of(paths, objective, hparams, vocabs)
 
     if hparams.model_type == "ssl_gan":
         pool = counts.get(f"{CATALOG}_train", 0)

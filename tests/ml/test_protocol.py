@@ -89,6 +89,19 @@ def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
     assert figures["accuracy"] > 0.5  # the generated titles name their category
     assert result["C"] in peer.C_GRID
 
+    # the model on the same run: encoder pretraining first, then early stopping on validation
+    from shared_config.runs import create_run
+    from trainer import task
+    from trainer.hparams import HParams
+
+    create_run(paths, {})
+    trained = task.train(paths, HParams(epochs=2, encoder_pretrain_epochs=1,
+                                        early_stopping_patience=1, hidden_units=(16,)))
+    assert len(trained["encoder_pretraining"]["reconstruction_loss"]) == 1
+    stopping = trained["early_stopping"]
+    assert 1 <= stopping["best_epoch"] <= stopping["epochs_run"] <= 2
+    assert 0 <= stopping["best_valid_macro_f1"] <= 1
+
 
 def test_the_peers_c_comes_from_grouped_folds():
     rng = np.random.default_rng(0)

@@ -109,6 +109,24 @@ def test_logit_adjustment_and_balancing_favour_the_rare_class():
     assert balanced == pytest.approx(np.log(2) * (1 / 1.8 + 1 / 0.2) / 2, rel=1e-5)
 
 
+def test_the_encoder_pretraining_learns_to_recover_hidden_words():
+    rng = np.random.default_rng(0)
+    topics = rng.random((4, 40)) < 0.2  # four "kinds of product", each with its own words
+    x = (topics[rng.integers(0, 4, 512)] * rng.random((512, 40))).astype("float32")
+    hparams = HParams(hidden_units=(16,), encoder_pretrain_epochs=4, objectives=("exclusive",),
+                      learning_rate=0.01)
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 40)], {"exclusive": 4,
+                                                                      "rule_based": 1})
+    before = [w.numpy().copy() for w in model.encoder.weights]
+    rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": np.zeros(512, "int64")}))
+    result = model.pretrain_encoder(rows.repeat().batch(32), 16, hparams.encoder_pretrain_epochs)
+    losses = result["reconstruction_loss"]
+    assert len(losses) == 4 and losses[-1] < losses[0] * 0.8
+    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, model.encoder.weights))
+    # the classifier still reads the same, now pretrained, encoder
+    assert model.classifier()({"x": x[:2]})["exclusive"].shape == (2, 4)
+
+
 def test_early_stopping_keeps_the_best_epochs_weights():
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1, use_bias=False)])
     scores = iter([0, 1, 0, 0])  # epoch 2 is best: predictions right then only
