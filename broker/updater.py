@@ -36,6 +36,7 @@ from store.client import ALREADY_APPLIED, APPLIED, REJECTED, SUPERSEDED, TRANSIE
 
 log = logging.getLogger("prodcat.updater")
 POLL_SECONDS = 0.5
+MAX_RECONNECT_DELAY = 30.0  # seconds between tries while the broker is away
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 
 
@@ -65,6 +66,24 @@ class Updater:
         self.stopping = True
 
     def run(self, exit_when_idle: float | None = None) -> dict:
+        """Consume until stopped (or idle for ``exit_when_idle`` seconds). A lost broker
+        connection means reconnecting with backoff: what was not acknowledged comes again,
+        and versioned writes keep a second delivery from being applied twice."""
+        delay = 1.0
+        while True:
+            try:
+                return self._consume(exit_when_idle)
+            except pika.exceptions.AMQPConnectionError as err:
+                self.counts["reconnects"] = self.counts.get("reconnects", 0) + 1
+                if self.stopping:
+                    log.warning("lost the broker while stopping (%s)", err)
+                    return dict(self.counts)
+                log.warning("lost the broker (%s): reconnecting in %.0f s; unacknowledged "
+                            "messages will come again", err or type(err).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_RECONNECT_DELAY)
+
+    def _consume(self, exit_when_idle: float | None) -> dict:
         connection = connect(self.settings.amqp_url)
         channel = connection.channel()
         declare_predictions_queue(channel, self.settings.predictions_queue,

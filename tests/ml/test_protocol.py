@@ -87,7 +87,7 @@ def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
     figures = result["objectives"]["exclusive"]
     assert figures["examples"] == len(valid)
     assert figures["accuracy"] > 0.5  # the generated titles name their category
-    assert result["C"] in peer.C_GRID
+    assert result["C"] in peer.CV_GRID
 
     # the model on the same run: encoder pretraining first, then early stopping on validation
     from shared_config.runs import create_run
@@ -108,7 +108,7 @@ def test_the_peers_c_comes_from_grouped_folds():
     x = rng.normal(size=(90, 4))
     y = (x[:, 0] > 0).astype(int)
     groups = np.repeat(np.arange(30), 3)
-    assert peer.cross_validated_c(x, y, groups) in peer.C_GRID
+    assert peer.cross_validated_c(x, y, groups) in peer.CV_GRID
     assert peer.cross_validated_c(x[:2], y[:2], groups[:2]) == 1.0  # too few groups to fold
 
 
