@@ -57,6 +57,7 @@ _SIZE = re.compile(r"\b(?:size|sized|ordered|bought|got|wear|wearing)\s+(?:an?\s
                    r"(xxs|xs|xl|xxl|s|m|l|small|medium|large|petite|\d{1,2})\b", re.IGNORECASE)
 _SIZE_NAMES = {"small": "S", "medium": "M", "large": "L", "petite": "P"}
 GLITCH_EVERY, DEAD_LINK_EVERY = 2000, 50
+FORMAT = 2  # raised when the built files change (2: group_id); an older build is made again
 
 
 def stable_int(*parts) -> int:
@@ -140,7 +141,7 @@ def build(out_dir: Path, cache: Path | None = None) -> dict:
             written += 1
     leaves = sorted(c for c in categories if " > " in c)
     meta = {"categories": sorted(categories), "exclusive": leaves,
-            "source": sources.SOURCES["reviews"].what}
+            "source": sources.SOURCES["reviews"].what, "format": FORMAT}
     (out_dir / "categories.json").write_text(json.dumps(meta, indent=2))
     log.info("built %d products (%d categories, %d exclusive) in %s", written, len(categories),
              len(leaves), out_dir)
@@ -160,6 +161,15 @@ def _image(clothing_id: int, klass: str, images, by_type: dict, image_dir: Path)
     if not path.exists():
         fashion_mnist.save_png(images[index], path)
     return path.resolve().as_uri()
+
+
+def is_current(directory: Path) -> bool:
+    """Whether ``directory`` holds a catalogue built by this version of ``build``."""
+    try:
+        meta = json.loads((directory / "categories.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (directory / "catalog.jsonl.gz").exists() and meta.get("format") == FORMAT
 
 
 def default_dir() -> Path:

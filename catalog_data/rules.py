@@ -133,7 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES)
     args = parser.parse_args(argv)
     directory = args.catalog_dir or reviews_catalog.default_dir()
-    if not (directory / "catalog.jsonl.gz").exists():
+    if not reviews_catalog.is_current(directory):
         reviews_catalog.build(directory)
     labeller = RuleLabeller.from_file(args.rules)
     categories = json.loads((directory / "categories.json").read_text())["categories"]

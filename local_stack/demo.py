@@ -121,7 +121,7 @@ def load_catalogue(store: ProductStore, args) -> dict:
         loaded = load_products(store, demo_catalog.generate(args.products), recreate=True)
         return {"catalogue": f"generated ({loaded['loaded']} products)", "labelled": "built in"}
     directory = reviews_catalog.default_dir()
-    if not (directory / "catalog.jsonl.gz").exists():
+    if not reviews_catalog.is_current(directory):
         reviews_catalog.build(directory)
     loaded = load_products(store, read_jsonl(str(directory / "catalog.jsonl.gz")), recreate=True)
     labelled = oracle.label(store, directory, args.label_budget, "random", seed=0)

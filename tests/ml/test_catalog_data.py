@@ -93,6 +93,7 @@ def test_demo_catalogue_has_the_affiliate_schema(demo_dir):
 def test_ground_truth_stays_beside_the_catalogue(demo_dir):
     meta = json.loads((demo_dir / "categories.json").read_text())
     assert len(meta["exclusive"]) == 20 and "Tops > Knits" in meta["exclusive"]
+    assert reviews_catalog.is_current(demo_dir)  # an older build (another format) is made again
     with gzip.open(demo_dir / "ground_truth.jsonl.gz", "rt") as rows:
         truth = [json.loads(line) for line in rows]
     assert len(truth) == 23486
