@@ -96,7 +96,7 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
                                stages["baseline_evaluate_valid"])
     if "objectives" in stages.get("peer_evaluate_valid", {}):
         peer = stages["peer_evaluate_valid"]
-        lines += _metric_lines(f"peer (logreg C={peer['C']:g})", peer)
+        lines += _metric_lines(f"peer C={peer['C']:g}", peer)
     lines += [
         ("  (the same validation products for each, split by product group; macro-F1 is "
          "scikit-learn's)"),
