@@ -20,7 +20,7 @@ from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import build_model, model_inputs
-from trainer.ssl_gan import build_ssl_gan
+from trainer.ssl_gan import SSLGAN, build_ssl_gan
 
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
@@ -87,7 +87,8 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
 
 
 def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestOnValidation | None:
-    """Early stopping on the run's exclusive validation products, when asked for and there."""
+    """Early stopping on the run's exclusive validation products, when asked for and there;
+    with the rule-based objective too, on the mean of both heads' validation macro-F1."""
     if not hparams.early_stopping_patience or "exclusive" not in hparams.objectives:
         return None
     if _example_counts(paths).get("exclusive_valid", 0) == 0:
@@ -101,7 +102,38 @@ def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestO
         return np.concatenate([np.asarray(model(inputs, training=False)["exclusive"]).argmax(1)
                                for inputs, _, _ in batches])
 
-    return training.BestOnValidation(predict, labels, hparams.early_stopping_patience)
+    return training.BestOnValidation(predict, labels, hparams.early_stopping_patience,
+                                     _rule_based_score(paths, hparams, vocabs))
+
+
+RULE_SCORE_BATCHES = 10  # early stopping reads at most 5,120 rule-labelled validation products
+
+
+def _rule_based_score(paths: RunPaths, hparams: HParams, vocabs):
+    """model -> the rule-based head's validation macro-F1, when that head is trained: both
+    heads' predictions go to the store, so the epoch kept must serve both."""
+    if "rule_based" not in hparams.objectives or \
+            _example_counts(paths).get("rule_based_valid", 0) == 0:
+        return None
+    batches = list(data.dataset(data.tfrecord_files(paths, "rule_based", "valid"), vocabs, 512,
+                                ["rule_based"]).take(RULE_SCORE_BATCHES))
+    labels = np.concatenate([targets["rule_based"].numpy() for _, targets, _ in batches])
+    names = vocabs.labels("rule_based")
+
+    def score(model):
+        scores = np.concatenate([_probabilities(model, model(inputs, training=False)["rule_based"])
+                                 for inputs, _, _ in batches])
+        return metrics.rule_based_metrics(labels, scores, names,
+                                          hparams.rule_threshold)["macro_f1"]
+
+    return score
+
+
+def _probabilities(model, output) -> np.ndarray:
+    """The rule-based head's probabilities: the SSL-GAN itself answers with logits (its
+    ``classifier()`` adds the sigmoid), the supervised models with probabilities."""
+    values = np.asarray(output, dtype="float32")
+    return 1 / (1 + np.exp(-values)) if isinstance(model, SSLGAN) else values
 
 
 def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:

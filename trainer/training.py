@@ -88,25 +88,29 @@ def batches_for_epoch(rows, hparams: HParams):
 
 class BestOnValidation(keras.callbacks.Callback):
     """Early stopping on validation macro-F1 of the exclusive head: after each epoch,
-    score ``predict(model)`` (predicted class indices) against ``labels``; keep the best
+    score ``predict(model)`` (predicted class indices) against ``labels`` (averaged with
+    ``extra_score(model)`` when given: the other head's figure); keep the best
     weights; stop once ``patience`` epochs have brought no improvement. The state
     survives several ``fit`` calls (one per epoch); ``restore_best`` puts the best
     weights back at the end."""
 
-    def __init__(self, predict, labels, patience: int):
+    def __init__(self, predict, labels, patience: int, extra_score=None):
         super().__init__()
         self.predict, self.labels, self.patience = predict, labels, patience
+        self.extra_score = extra_score  # model -> another head's score, averaged in
         self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
         from trainer.metrics import macro_f1
 
         score = macro_f1(self.labels, self.predict(self.model))
+        if self.extra_score is not None:
+            score = (score + self.extra_score(self.model)) / 2
         self.scores.append(score)
         if score > self.best:
             self.best, self.best_epoch = score, epoch
             self.best_weights = [w.numpy().copy() for w in self.model.weights]
-        log.info("epoch %d: validation macro-F1 %.4f (best %.4f at epoch %d)",
+        log.info("epoch %d: validation score %.4f (best %.4f at epoch %d)",
                  epoch + 1, score, self.best, self.best_epoch + 1)
         if self.patience and epoch - self.best_epoch >= self.patience:
             self.model.stop_training = True

@@ -101,6 +101,17 @@ def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
     stopping = trained["early_stopping"]
     assert 1 <= stopping["best_epoch"] <= stopping["epochs_run"] <= 2
     assert 0 <= stopping["best_valid_macro_f1"] <= 1
+    # with both objectives the epoch kept serves both heads: their mean validation macro-F1
+    from trainer import metrics as trainer_metrics
+
+    best = task._early_stopping(paths, HParams(hidden_units=(16,)), task._vocabularies(paths))
+    model = task.build(HParams(hidden_units=(16,)), task._vocabularies(paths))
+    best.set_model(model)
+    best.on_epoch_end(0)
+    exclusive = trainer_metrics.macro_f1(best.labels, best.predict(model))
+    assert best.scores[0] == pytest.approx((exclusive + best.extra_score(model)) / 2)
+    assert task._rule_based_score(paths, HParams(objectives=("exclusive",)),
+                                  task._vocabularies(paths)) is None
 
 
 def test_the_peers_c_comes_from_grouped_folds():
