@@ -22,10 +22,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks.label_data import DataSet
-from shared_config.categories import rule_to_class_map
 from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
-from trainer.ssl_gan import build_ssl_gan
+from trainer.ssl_gan import build_ssl_gan, rule_class_matrix
 from trainer.training import BestOnValidation
 
 BATCH = 128
@@ -37,14 +36,6 @@ BENCHMARK_SHAPE = {"hidden_units": (256,), "dropout": 0.3, "batch_size": BATCH}
 
 def dense(x):
     return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
-
-
-def class_map(data: DataSet) -> np.ndarray:
-    """[rule categories, classes] 0/1, as the trainer builds it from its vocabularies."""
-    matrix = np.zeros((len(data.rule_categories), len(data.classes)), "float32")
-    for rule, found in enumerate(rule_to_class_map(data.rule_categories, data.classes)):
-        matrix[rule, found] = 1
-    return matrix
 
 
 def _rows(x, y, labelled, rules):
@@ -98,7 +89,8 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
                   callbacks=[best], verbose=0)
     else:
         model = build_ssl_gan(hparams, specs, classes,
-                              rule_class_map=class_map(data) if use_rules else None)
+                              rule_class_map=rule_class_matrix(data.rule_categories, data.classes)
+                              if use_rules else None)
         everything = _rows(x_train, y, labelled, rules)
         only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],
                               None if rules is None else rules[labelled])

@@ -36,12 +36,12 @@ def _best(candidates, data: DataSet):
     best = None
     for params, make in candidates:
         model = make()
-        score = macro_f1(data.valid.y, model.predict(_x(data.valid, model)))
+        valid = model.predict(_x(data.valid, model))
+        score = macro_f1(data.valid.y, valid)
         if best is None or score > best[0]:
-            best = (score, params, model)
-    score, params, model = best
-    return {"valid": model.predict(_x(data.valid, model)),
-            "test": model.predict(_x(data.test, model)), "choice": params}
+            best = (score, params, model, valid)
+    _, params, model, valid = best
+    return {"valid": valid, "test": model.predict(_x(data.test, model)), "choice": params}
 
 
 def _x(split, model):

@@ -15,9 +15,11 @@ discriminator's last hidden layer, optionally plus the adversarial term.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from shared_config.categories import rule_to_class_map
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import ModelInput, hidden_stack, input_towers
@@ -42,6 +44,15 @@ def real_logit(outputs: dict, hparams: HParams):
     if hparams.gan_head == "separate_unit":
         return outputs["real_fake"][:, 0]
     return ops.logsumexp(outputs["exclusive"], axis=-1)
+
+
+def rule_class_matrix(rule_categories: list[str], classes: list[str]) -> np.ndarray:
+    """[rule categories, exclusive classes] 0/1: which classes each rule category names
+    (``shared_config.categories.rule_to_class_map``), the ``rule_class_map`` of the model."""
+    matrix = np.zeros((len(rule_categories), len(classes)), "float32")
+    for row, found in enumerate(rule_to_class_map(rule_categories, classes)):
+        matrix[row, found] = 1
+    return matrix
 
 
 def candidate_mass_loss(logits, candidates):

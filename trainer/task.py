@@ -12,7 +12,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from beam_pipelines.raw_schema import raw_feature_spec
-from shared_config import categories, features, storage
+from shared_config import features, storage
 from shared_config.categories import ancestors_and_self
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
 from shared_config.runs import run_version
@@ -20,7 +20,7 @@ from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import build_model, model_inputs
-from trainer.ssl_gan import SSLGAN, build_ssl_gan
+from trainer.ssl_gan import SSLGAN, build_ssl_gan, rule_class_matrix
 
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
@@ -40,17 +40,9 @@ def build(hparams: HParams, vocabs: data.Vocabularies, accelerator: Accelerator 
     specs = model_inputs(vocabs)
     classes = {objective: len(vocabs.labels(objective)) for objective in OBJECTIVES}
     if hparams.model_type == "ssl_gan":
-        return build_ssl_gan(hparams, specs, classes, accelerator, rule_class_map(vocabs))
+        return build_ssl_gan(hparams, specs, classes, accelerator, rule_class_matrix(
+            vocabs.labels("rule_based"), vocabs.labels("exclusive")))
     return build_model(hparams, specs, classes, accelerator)
-
-
-def rule_class_map(vocabs: data.Vocabularies) -> np.ndarray:
-    """[rule categories, exclusive classes] 0/1: which classes each rule category names."""
-    rules, classes = vocabs.labels("rule_based"), vocabs.labels("exclusive")
-    matrix = np.zeros((len(rules), len(classes)), "float32")
-    for row, found in enumerate(categories.rule_to_class_map(rules, classes)):
-        matrix[row, found] = 1
-    return matrix
 
 
 def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = None) -> dict:

@@ -144,7 +144,7 @@ def test_early_stopping_keeps_the_best_epochs_weights():
 
 
 def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
-    outputs = lambda real_fake, exclusive: {
+    outputs = lambda real_fake, exclusive: {  # noqa: E731
         "exclusive": ops.convert_to_tensor(exclusive), "features": ops.zeros((1, 3)),
         "rule_based": ops.zeros((1, 1)), "real_fake": ops.convert_to_tensor(real_fake)}
     separate = HParams(gan_head="separate_unit")
