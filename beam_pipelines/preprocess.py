@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 
 import apache_beam as beam
 import tensorflow_transform as tft
@@ -31,6 +32,7 @@ from beam_pipelines.raw_schema import GROUP_KEY, BadRecord, raw_schema, to_raw_i
 from shared_config import features, storage
 from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
+from shared_config.settings import Settings
 from shared_config.splits import split_for
 
 log = logging.getLogger("prodcat.preprocess")
@@ -57,24 +59,28 @@ class ParseProduct(beam.DoFn):
         self.read.inc()
         try:
             product = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
+        except (ValueError, RecursionError) as err:  # also: an integer of over 4,300 digits
             yield beam.pvalue.TaggedOutput(BAD, _quarantine("not_json", f"not JSON: {err}", line))
             return
         try:
             yield to_raw_instance(product, self.config)
         except BadRecord as err:
             yield beam.pvalue.TaggedOutput(BAD, _quarantine(err.kind, str(err), line))
+        except Exception as err:  # noqa: BLE001 (one odd product must never stop the run)
+            yield beam.pvalue.TaggedOutput(BAD, _quarantine(
+                "unexpected", f"cannot be read: {type(err).__name__}: {err}", line))
 
 
 class FetchImages(beam.DoFn):
-    """A batch of distinct image references -> (ref, bytes); failures to the quarantine."""
+    """A batch of distinct image references -> (ref, normalised PNG bytes); failures to the
+    quarantine."""
 
-    def __init__(self, policy: images.FetchPolicy):
-        self.policy = policy
+    def __init__(self, policy: images.FetchPolicy, size: int):
+        self.policy, self.size = policy, size
         self.fetched = Metrics.counter(NAMESPACE, "images_fetched")
 
     def process(self, refs):
-        for ref, data, reason in images.fetch_all(list(refs), self.policy):
+        for ref, data, reason in images.fetch_all(list(refs), self.policy, self.size):
             if data is None:
                 yield beam.pvalue.TaggedOutput(BAD, _quarantine("image", f"image {reason}", ref))
                 yield ref, b""
@@ -83,21 +89,22 @@ class FetchImages(beam.DoFn):
                 yield ref, data
 
 
-def attach_images(products, image_fields: list[str], policy: images.FetchPolicy):
-    """Replace each image reference by its bytes, fetching every distinct one once.
+def attach_images(products, image_fields: dict[str, int], policy: images.FetchPolicy):
+    """Replace each image reference by the image, fetched once per distinct reference and
+    normalised to a greyscale PNG of its feature's size (``{field: image_size}``).
 
     A product whose image cannot be used keeps its other features and an empty
     image; the reference and the reason go to the quarantine.
     """
     problems = []
-    for field in image_fields:
+    for field, size in image_fields.items():
         fetched = (
             products
             | f"Refs_{field}" >> beam.Map(lambda p, f=field: p[f])
             | f"NonEmpty_{field}" >> beam.Filter(bool)
             | f"Distinct_{field}" >> beam.Distinct()
             | f"Batch_{field}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
-            | f"Fetch_{field}" >> beam.ParDo(FetchImages(policy)).with_outputs(BAD, main=GOOD))
+            | f"Fetch_{field}" >> beam.ParDo(FetchImages(policy, size)).with_outputs(BAD, main=GOOD))
         problems.append(fetched[BAD])
         keyed = products | f"KeyBy_{field}" >> beam.Map(lambda p, f=field: (p[f], p))
         products = (
@@ -135,7 +142,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
             | "Parse" >> beam.ParDo(ParseProduct(config)).with_outputs(BAD, main=GOOD)
         )
         products, image_problems = attach_images(
-            parsed[GOOD], [f.name for f in config.of_kind("image")], policy)
+            parsed[GOOD], {f.name: f.image_size for f in config.of_kind("image")}, policy)
         _ = ((parsed[BAD], *image_problems)
              | "AllQuarantined" >> beam.Flatten()
              | "QuarantineJson" >> beam.Map(json.dumps)
@@ -169,10 +176,28 @@ def _counters(result) -> dict:
     return totals
 
 
+def policy_from_settings(settings: Settings | None = None, **limits) -> images.FetchPolicy:
+    """The image-fetch policy: where images may come from (settings), and the limits."""
+    settings = settings or Settings.from_env()
+    return images.FetchPolicy(local_roots=settings.image_roots,
+                              allowed_networks=settings.image_allowed_networks, **limits)
+
+
+def clear_outputs(paths: RunPaths) -> None:
+    """Remove an earlier preprocessing's files, so no stale shard is read with the new ones."""
+    for directory in (paths.tfrecords_dir, paths.transform_fn_dir, paths.quarantine_dir):
+        if storage.exists(directory):
+            log.info("removing the earlier preprocessing output in %s", directory)
+            storage.remove(directory)
+        storage.makedirs(directory)
+
+
 def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float,
-        policy: images.FetchPolicy = images.FetchPolicy()) -> dict:
+        policy: images.FetchPolicy | None = None) -> dict:
     config = features.load()
+    policy = policy or policy_from_settings()
     options = PipelineOptions(beam_args or ["--runner=DirectRunner"])
+    clear_outputs(paths)
     with tempfile.TemporaryDirectory(prefix="prodcat-tft-") as local_temp:
         temp_dir = options.get_all_options().get("temp_location") or local_temp
         pipeline = beam.Pipeline(options=options)
@@ -196,6 +221,9 @@ def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float,
         "quarantine_dir": paths.quarantine_dir,
     }
     storage.write_json(paths.example_counts, summary["examples"])
+    # An id for this output: training resumes only from a checkpoint made on the same one.
+    summary["output_id"] = uuid.uuid4().hex
+    storage.write_json(paths.preprocess_output, {"output_id": summary["output_id"]})
     if read == 0:
         raise RuntimeError(f"no products found under {paths.dump_dir}")
     if bad / read > max_bad_ratio:
@@ -214,7 +242,9 @@ def main(argv=None) -> None:
                         help="fail when more than this share of products is quarantined")
     defaults = images.FetchPolicy()
     parser.add_argument("--image-timeout", type=float, default=defaults.timeout,
-                        help="seconds per image request")
+                        help="seconds per connect or read of an image request")
+    parser.add_argument("--image-deadline", type=float, default=defaults.deadline,
+                        help="seconds per image request in all, redirects included")
     parser.add_argument("--image-max-bytes", type=int, default=defaults.max_bytes)
     parser.add_argument("--image-retries", type=int, default=defaults.retries)
     parser.add_argument("--image-concurrency", type=int, default=defaults.concurrency,
@@ -223,10 +253,17 @@ def main(argv=None) -> None:
     paths = run_paths(parser, args.run_id)
     if not 0 <= args.max_bad_ratio <= 1:
         parser.error("--max-bad-ratio must be between 0 and 1")
-    if min(args.image_timeout, args.image_max_bytes, args.image_concurrency) <= 0 or args.image_retries < 0:
-        parser.error("image timeout, size limit and concurrency must be positive, retries >= 0")
-    policy = images.FetchPolicy(timeout=args.image_timeout, max_bytes=args.image_max_bytes,
-                                retries=args.image_retries, concurrency=args.image_concurrency)
+    if min(args.image_timeout, args.image_deadline, args.image_max_bytes,
+           args.image_concurrency) <= 0 or args.image_retries < 0:
+        parser.error("image timeout, deadline, size limit and concurrency must be positive, "
+                     "retries >= 0")
+    try:
+        policy = policy_from_settings(
+            timeout=args.image_timeout, deadline=args.image_deadline,
+            max_bytes=args.image_max_bytes, retries=args.image_retries,
+            concurrency=args.image_concurrency)
+    except ValueError as err:
+        parser.error(str(err))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     finish_stage(paths, "preprocess", run(paths, beam_args, args.max_bad_ratio, policy))
 

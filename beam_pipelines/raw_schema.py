@@ -22,6 +22,7 @@ from shared_config.splits import group_key
 ID_KEY = "id"
 GROUP_KEY = "group"  # the key that decides the split: the product's group id, else its id
 _INVISIBLE = re.compile(r"[\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class BadRecord(ValueError):
@@ -47,9 +48,15 @@ def raw_schema(config: FeatureConfig):
     return schema_utils.schema_from_feature_spec(raw_feature_spec(config))
 
 
+def valid_unicode(text: str) -> str:
+    """The text with each lone surrogate (valid in JSON, not encodable as UTF-8) replaced
+    by U+FFFD: every string of a product passes here before it reaches Beam or TF."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def normalise_text(text: str) -> str:
-    """NFKC, HTML entities decoded, invisible format characters removed."""
-    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", html.unescape(text)))
+    """Valid Unicode, NFKC, HTML entities decoded, invisible format characters removed."""
+    return _INVISIBLE.sub("", unicodedata.normalize("NFKC", html.unescape(valid_unicode(text))))
 
 
 def to_raw_instance(product, config: FeatureConfig) -> dict:
@@ -65,6 +72,8 @@ def to_raw_instance(product, config: FeatureConfig) -> dict:
         raise BadRecord("missing_id", f"missing or empty '{config.id_field}'")
     if len(product_id) > 512:
         raise BadRecord("oversized", f"'{config.id_field}' is {len(product_id)} characters")
+    if valid_unicode(product_id) != product_id:  # replacing it would update another product
+        raise BadRecord("bad_id", f"'{config.id_field}' is not valid Unicode (a lone surrogate)")
     group = product.get(config.group_field) if config.group_field else None
     if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int, float))):
         raise BadRecord("wrong_type", f"'{config.group_field}' should be an id, got "
@@ -72,7 +81,7 @@ def to_raw_instance(product, config: FeatureConfig) -> dict:
     if isinstance(group, str) and len(group) > 512:
         raise BadRecord("oversized", f"'{config.group_field}' is {len(group)} characters")
     instance = {ID_KEY: product_id,
-                GROUP_KEY: group_key(product, config.group_field, config.id_field)}
+                GROUP_KEY: valid_unicode(group_key(product, config.group_field, config.id_field))}
     for feature in config.features:
         value = product.get(feature.name)
         if feature.kind == "dense":
@@ -88,7 +97,8 @@ def to_raw_instance(product, config: FeatureConfig) -> dict:
         if len(value) > config.max_field_chars:
             raise BadRecord("oversized", f"'{feature.name}' is {len(value):,} characters, over "
                                          f"the {config.max_field_chars:,} limit")
-        instance[feature.name] = value.strip() if feature.kind == "image" else normalise_text(value)
+        instance[feature.name] = valid_unicode(value).strip() if feature.kind == "image" \
+            else normalise_text(value)
     for objective, field in config.label_fields.items():
         instance[objective] = _labels(field, product.get(field))
     if len(instance["exclusive"]) > 1:
@@ -114,7 +124,7 @@ def _labels(field: str, value) -> list[str]:
     if value is None or value == "":
         return []
     if isinstance(value, str):
-        return [value]
+        return [valid_unicode(value)]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return [v for v in value if v]
+        return [valid_unicode(v) for v in value if v]
     raise BadRecord("bad_label", f"'{field}' should be a category or a list of categories")

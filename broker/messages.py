@@ -25,23 +25,30 @@ class Update:
     line: bytes  # as received, for the dead-letter queue
 
 
+MAX_VERSION = 2**63 - 1  # the store's long
+
+
 def to_update(line: bytes) -> Update:
     try:
         prediction = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise BadMessage(f"not JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # bad JSON or UTF-8, huge numbers, deep nesting
+        raise BadMessage(f"not JSON: {type(err).__name__}: {err}") from None
     if not isinstance(prediction, dict):
         raise BadMessage("not a JSON object")
     product_id, run_id, version = (prediction.get(k) for k in ("id", "run_id", "version"))
     if not isinstance(product_id, str) or not product_id or not isinstance(run_id, str):
         raise BadMessage("a prediction needs string 'id' and 'run_id'")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
-        raise BadMessage("a prediction needs a non-negative integer 'version'")
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
+        raise BadMessage("a prediction needs a non-negative 64-bit integer 'version'")
     exclusive = prediction.get("exclusive", {})
     path = exclusive.get("path", []) if isinstance(exclusive, dict) else None
     if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
         raise BadMessage("'exclusive.path' must be a list of category names")
     fields = {k: v for k, v in prediction.items() if k != "id"}
+    try:  # what the store cannot take (an overflowing float is Infinity) is refused here
+        json.dumps(fields, allow_nan=False)
+    except (ValueError, RecursionError) as err:
+        raise BadMessage(f"not storable: {err}") from None
     return Update(product_id, version, {"prediction": fields, "prediction_run_id": run_id,
                                         "prediction_version": version, "prediction_path": path},
                   line)
@@ -58,4 +65,6 @@ def parse(body: bytes) -> tuple[list[Update], list[tuple[bytes, str]]]:
             updates.append(to_update(line))
         except BadMessage as err:
             bad.append((line, str(err)))
+        except Exception as err:  # noqa: BLE001 (any line that cannot be read is dead-lettered)
+            bad.append((line, f"cannot be read: {type(err).__name__}: {err}"))
     return updates, bad

@@ -11,7 +11,8 @@ confirms, and on a lost connection or a refused message (the queue full)
 reconnects with backoff and sends the unconfirmed message again, giving up only
 after ``--give-up-after`` seconds without progress. Each message has a deterministic id
 (``{run_id}:{n}``), and every worker notes under the run's
-``predictions/published/`` how far it got: a crashed or retried publish goes on
+``predictions/published/`` how far it got (for its ``--per-message`` and
+``--workers``; each note replaced whole): a crashed or retried publish goes on
 from there. A message sent twice (confirmed by the broker but the confirm lost)
 is harmless: the updater does not apply the same run's prediction twice.
 """
@@ -76,7 +77,7 @@ class ConfirmedSender:
         self.reconnects = 0
 
     def _open(self) -> None:
-        self.connection = connect(self.settings.amqp_url)
+        self.connection = connect(self.settings.amqp_url, self.settings.amqp_heartbeat)
         self.channel = self.connection.channel()
         declare_predictions_queue(self.channel, self.settings.predictions_queue,
                                   self.settings.predictions_queue_max_length)
@@ -117,15 +118,28 @@ class ConfirmedSender:
                 delay = min(RETRY_MAX_SECONDS, delay * 2)
 
 
-def _progress_file(paths: RunPaths, worker: int, workers: int) -> str:
-    return paths.publish_progress_dir + f"worker-{worker}-of-{workers}.json"
+def _progress_file(paths: RunPaths, worker: int, workers: int, per_message: int) -> str:
+    """Message numbers mean something only for one ``--per-message`` and ``--workers``: a
+    publish with others finds no note and sends everything (the updater skips what it has)."""
+    return paths.publish_progress_dir + f"per-{per_message}-worker-{worker}-of-{workers}.json"
+
+
+def _confirmed_through(progress_file: str) -> int:
+    if not storage.exists(progress_file):
+        return -1
+    try:
+        return int(storage.read_json(progress_file)["confirmed_through"])
+    except (ValueError, KeyError, TypeError) as err:
+        log.warning("unreadable progress note %s (%s): publishing this share again",
+                    progress_file, err)
+        return -1
 
 
 def publish_share(paths: RunPaths, settings: Settings, worker: int, workers: int,
                   per_message: int, give_up_after: float) -> dict:
     """Publish messages ``worker, worker + workers, ...``, after those already confirmed."""
-    progress_file = _progress_file(paths, worker, workers)
-    done = storage.read_json(progress_file)["confirmed_through"] if storage.exists(progress_file) else -1
+    progress_file = _progress_file(paths, worker, workers, per_message)
+    done = _confirmed_through(progress_file)
     sender = ConfirmedSender(settings, give_up_after)
     counts = {"messages": 0, "predictions": 0, "skipped_messages": 0}
     try:

@@ -22,9 +22,11 @@ class TopologyMismatch(RuntimeError):
     """The broker holds a queue of that name declared differently."""
 
 
-def connect(amqp_url: str) -> pika.BlockingConnection:
+def connect(amqp_url: str, heartbeat: int = 60) -> pika.BlockingConnection:
+    """A blocking connection; ``heartbeat`` seconds (``PRODCAT_AMQP_HEARTBEAT``): a peer
+    silent for longer is taken for gone."""
     params = pika.URLParameters(amqp_url)
-    params.heartbeat = 60
+    params.heartbeat = heartbeat
     params.blocked_connection_timeout = 300
     params.connection_attempts = 1
     return pika.BlockingConnection(params)

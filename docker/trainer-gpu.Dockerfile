@@ -10,6 +10,9 @@ WORKDIR /opt/prodcat
 COPY requirements/ml.lock.txt requirements/ml.lock.txt
 RUN pip install --no-cache-dir --requirement requirements/ml.lock.txt
 
+# What runs in this image; tests/airflow/test_docker_stack.py checks that every package
+# these modules import (however deep) is copied below.
+LABEL org.prodcat.entrypoints="trainer.controller"
 COPY shared_config shared_config
 COPY beam_pipelines beam_pipelines
 COPY trainer trainer

@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from local_stack.services import RabbitNode, ServiceError, start_store
-from shared_config.settings import Settings
+from shared_config.settings import Settings, mask_url
 
 log = logging.getLogger("prodcat.local_stack")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +44,7 @@ def stop_updater(process: subprocess.Popen, timeout: float = 30) -> None:
 def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: str = "prodcat"):
     """Start the store, a RabbitMQ node and the updater; stop them all on exit."""
     if urlparse(settings.store_url).hostname not in ("127.0.0.1", "localhost"):
-        raise ServiceError(f"PRODCAT_STORE_URL={settings.store_url}: the local stack serves "
+        raise ServiceError(f"PRODCAT_STORE_URL={mask_url(settings.store_url)}: the local stack serves "
                            "the store on 127.0.0.1 only")
     amqp_port = _port(settings.amqp_url, 5672)
     store = start_store(_port(settings.store_url, 9200))

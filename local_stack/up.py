@@ -13,12 +13,17 @@ import threading
 
 from local_stack.stack import running_stack
 from shared_config.cli import setup_logging
-from shared_config.settings import Settings
+from shared_config.settings import Settings, mask_url
 from store import demo_catalog
 from store.client import ProductStore
 from store.load import load_products
 
 log = logging.getLogger("prodcat.local_stack")
+
+
+def describe(settings: Settings) -> str:
+    """Where the stack's services are, without their passwords."""
+    return f"store {mask_url(settings.store_url)}, broker {mask_url(settings.amqp_url)}"
 
 
 def main(argv=None) -> None:
@@ -35,8 +40,7 @@ def main(argv=None) -> None:
         if args.demo:
             load_products(ProductStore.from_settings(settings), demo_catalog.generate(args.demo),
                           recreate=True)
-        log.info("local stack up: store %s, broker %s; Ctrl-C to stop",
-                 settings.store_url, settings.amqp_url)
+        log.info("local stack up: %s; Ctrl-C to stop", describe(settings))
         stop.wait()
     log.info("local stack stopped")
 

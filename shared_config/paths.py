@@ -26,18 +26,25 @@ TEMPLATES = {
     "example_counts": "{prefix}/runs/{run_id}/tfrecords/counts.json",
     "transform_fn": "{prefix}/runs/{run_id}/transform_fn/",
     "quarantine": "{prefix}/runs/{run_id}/quarantine/",
+    "preprocess_output": "{prefix}/runs/{run_id}/tfrecords/output.json",
     "checkpoints": "{prefix}/runs/{run_id}/checkpoints/{hparams_id}/",
+    "baseline_checkpoints": "{prefix}/runs/{run_id}/checkpoints/baseline/{hparams_id}/",
     "predictions": "{prefix}/runs/{run_id}/predictions/",
     "publish_progress": "{prefix}/runs/{run_id}/predictions/published/",
+    "prediction_sets": "{prefix}/runs/{run_id}/predictions/sets.json",
     "stats": "{prefix}/runs/{run_id}/stats/",
 }
 RUN_SUBDIRS = ("dump", "tfrecords", "transform_fn", "quarantine", "checkpoints",
                "predictions", "stats")
 
 DEFAULT_PREFIX = Path(__file__).resolve().parents[1] / ".prodcat" / "data"
+ROLES = ("model", "baseline")  # the run's model, and a supervised model trained beside it
 # Letters, digits and a few punctuation marks that are safe in a local path, a
-# GCS object name and an Airflow run id alike; no leading dot.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:+=-]{0,127}$")
+# GCS object name and an Airflow run id alike; no leading dot, no "..". The same
+# pattern is the trigger form's (JSON Schema, so ECMA-262 and Python alike).
+ID_MAX_LENGTH = 128
+ID_PATTERN = r"^(?!.*\.\.)(?!.*\n)[A-Za-z0-9_][A-Za-z0-9_.:+=-]{0,127}$"
+_SAFE_ID = re.compile(ID_PATTERN)
 
 
 class InvalidId(ValueError):
@@ -48,7 +55,7 @@ def validate_id(value: str, what: str = "id") -> str:
     """Return ``value`` if it is safe as one path component, else raise InvalidId."""
     if not isinstance(value, str) or not value:
         raise InvalidId(f"{what} must be a non-empty string, got {value!r}")
-    if ".." in value or not _SAFE_ID.match(value):
+    if ".." in value or not _SAFE_ID.fullmatch(value):  # fullmatch: "$" allows a final "\n"
         raise InvalidId(
             f"{what} {value!r} is not allowed: use 1-128 letters, digits or '_.:+=-', "
             "not starting with '.', with no '..', path separators, whitespace or "
@@ -85,7 +92,7 @@ class RunPaths:
     run_id: str
 
     @classmethod
-    def for_run(cls, run_id: str, prefix: str | None = None) -> "RunPaths":
+    def for_run(cls, run_id: str, prefix: str | None = None) -> RunPaths:
         return cls(
             prefix=normalise_prefix(prefix) if prefix else default_prefix(),
             run_id=validate_id(run_id, "run_id"),
@@ -116,6 +123,10 @@ class RunPaths:
         return self._fill("example_counts")
 
     @property
+    def tfrecords_dir(self) -> str:
+        return self.tfrecords(OBJECTIVES[0], SPLITS[0]).rsplit("/", 1)[0] + "/"
+
+    @property
     def transform_fn_dir(self) -> str:
         return self._fill("transform_fn")
 
@@ -131,6 +142,11 @@ class RunPaths:
     def publish_progress_dir(self) -> str:
         """How far each publisher worker got, so a re-run publish goes on from there."""
         return self._fill("publish_progress")
+
+    @property
+    def prediction_sets(self) -> str:
+        """How many prediction sets the run made: each gets a newer version."""
+        return self._fill("prediction_sets")
 
     @property
     def stats_dir(self) -> str:
@@ -150,8 +166,17 @@ class RunPaths:
         """Glob pattern that matches every shard of one objective/split."""
         return self.tfrecords(objective, split) + "-*"
 
-    def checkpoints(self, hparams_id: str) -> str:
-        return self._fill("checkpoints", hparams_id=validate_id(hparams_id, "hparams_id"))
+    @property
+    def preprocess_output(self) -> str:
+        """Which preprocessing wrote the TFRecords: a checkpoint made on another is stale."""
+        return self._fill("preprocess_output")
+
+    def checkpoints(self, hparams_id: str, role: str = "model") -> str:
+        """The model's directory; a baseline's is apart even when its hparams are the same."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; use one of {ROLES}")
+        template = "checkpoints" if role == "model" else "baseline_checkpoints"
+        return self._fill(template, hparams_id=validate_id(hparams_id, "hparams_id"))
 
     def local_dirs(self) -> list[str]:
         """Directories to create up front on a local prefix (GCS needs none)."""

@@ -19,9 +19,12 @@ def create_run(paths: RunPaths, params: dict, airflow_run_id: str | None = None)
         storage.makedirs(directory)
     manifest = {"run_id": paths.run_id, "prefix": paths.prefix, "params": params,
                 "airflow_run_id": airflow_run_id,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+                "created_at": dt.datetime.now(dt.UTC).isoformat()}
     storage.write_json(paths.manifest, manifest)
     return {"run_id": paths.run_id, "run_dir": paths.run_dir}
+
+
+SETS_PER_RUN = 1000  # prediction sets one run may make
 
 
 def run_version(paths: RunPaths) -> int:
@@ -32,6 +35,20 @@ def run_version(paths: RunPaths) -> int:
     return int(created.timestamp() * 1000)
 
 
+def next_prediction_version(paths: RunPaths) -> int:
+    """The version of a new prediction set of this run: ``run_version * 1000 + n`` for the
+    run's n-th set. So a re-predict in the same run (a cleared task, another model) is
+    newer than the run's earlier sets and applies, while every set of an older run stays
+    older than every set of a newer one."""
+    made = storage.read_json(paths.prediction_sets)["sets"] if storage.exists(
+        paths.prediction_sets) else 0
+    if made + 1 >= SETS_PER_RUN:
+        raise RuntimeError(f"run {paths.run_id} made {made} prediction sets already: start a "
+                           "new run")
+    storage.write_json(paths.prediction_sets, {"sets": made + 1})
+    return run_version(paths) * SETS_PER_RUN + made + 1
+
+
 def record_stats(paths: RunPaths) -> dict:
     """Merge every stage's stats file into ``stats/run.json``."""
     stages = {}
@@ -40,7 +57,7 @@ def record_stats(paths: RunPaths) -> dict:
         if name != "run":
             stages[name] = storage.read_json(path)
     summary = {"run_id": paths.run_id, "run_dir": paths.run_dir, "stages": stages,
-               "recorded_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+               "recorded_at": dt.datetime.now(dt.UTC).isoformat()}
     storage.write_json(paths.stats_file("run"), summary)
     return summary
 

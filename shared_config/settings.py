@@ -7,9 +7,33 @@ configuration table lists the same names.
 from __future__ import annotations
 
 import os
+import urllib.parse
 from dataclasses import dataclass, fields
+from pathlib import Path
 
 from shared_config.paths import default_prefix
+
+# Where the public data sets and the demo catalogue (with its images) are kept.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1] / ".prodcat" / "sources"
+
+
+def data_dir(env=None) -> Path:
+    """``PRODCAT_DATA_DIR`` or ``.prodcat/sources`` in the project's checkout."""
+    env = os.environ if env is None else env
+    return Path(env.get("PRODCAT_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and error messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<a URL that does not parse>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 @dataclass(frozen=True)
@@ -24,9 +48,14 @@ class Settings:
     predictions_queue_max_length: int
     updater_max_docs_per_second: float
     updater_batch_size: int
+    amqp_heartbeat: int
+    # Where preprocessing may read images: local files only under image_roots; http(s)
+    # only to public addresses and to image_allowed_networks (see beam_pipelines/images.py).
+    image_roots: tuple[str, ...]
+    image_allowed_networks: tuple[str, ...]
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         backend = env.get("PRODCAT_STORE_BACKEND", "opensearch")
         if backend not in ("opensearch", "elasticsearch"):
@@ -45,11 +74,21 @@ class Settings:
             updater_max_docs_per_second=_positive(
                 env, "PRODCAT_UPDATER_MAX_DOCS_PER_SECOND", "2000", float),
             updater_batch_size=_positive(env, "PRODCAT_UPDATER_BATCH_SIZE", "500", int),
+            amqp_heartbeat=_positive(env, "PRODCAT_AMQP_HEARTBEAT", "60", int),
+            image_roots=tuple(str(Path(p).expanduser().resolve()) for p in env.get(
+                "PRODCAT_IMAGE_ROOTS", str(data_dir(env))).split(os.pathsep) if p.strip()),
+            image_allowed_networks=tuple(n.strip() for n in env.get(
+                "PRODCAT_IMAGE_ALLOWED_NETWORKS", "").split(",") if n.strip()),
         )
 
     def as_env(self) -> dict[str, str]:
         """The same settings as environment variables, for a child process."""
-        return {f"PRODCAT_{f.name.upper()}": str(getattr(self, f.name)) for f in fields(self)}
+        separators = {"image_roots": os.pathsep, "image_allowed_networks": ","}
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[f"PRODCAT_{f.name.upper()}"] = separators[f.name].join(value) if f.name in separators else str(value)
+        return env
 
 
 def _positive(env, name: str, default: str, kind):

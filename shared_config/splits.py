@@ -17,7 +17,8 @@ SPLIT_PERCENT = (("train", 80), ("valid", 10), ("test", 10))
 
 def split_for(key: str | bytes) -> str:
     """The split of a group key (or of a listing id, for a product without a group)."""
-    raw = key if isinstance(key, bytes) else key.encode("utf-8")
+    # surrogatepass: a lone surrogate (valid JSON, not UTF-8) still hashes, and stably
+    raw = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
     bucket = int.from_bytes(hashlib.sha256(raw).digest()[:8], "big") % 100
     for split, percent in SPLIT_PERCENT:
         if bucket < percent:

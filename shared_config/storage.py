@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Self
 
 import fsspec
 
@@ -69,9 +70,30 @@ def download(source: str, local: str) -> None:
         shutil.copyfileobj(src, dst)
 
 
+def to_line(record) -> str:
+    """One record as one line of JSON, whatever its strings hold.
+
+    ASCII with escapes: a lone surrogate (valid JSON, and kept by the store) or any
+    other code point is written as ``\\uXXXX`` and read back the same, so a product
+    is never lost for its text; the preprocessing job decides what to do with it.
+    """
+    return json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+
+
 def write_json(path: str, payload) -> None:
-    with open_file(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+    """Write JSON; a local file is replaced whole (written aside, then renamed), so a
+    reader never sees half of it, even after a crash mid-write. Remote objects are
+    replaced whole by the object store itself."""
+    text = json.dumps(payload, indent=2, sort_keys=True, default=str)
+    if "://" in path:
+        with open_file(path, "w") as handle:
+            handle.write(text)
+        return
+    makedirs(os.path.dirname(path))
+    partial = f"{path}.{os.getpid()}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(partial, path)
 
 
 def read_json(path: str):
@@ -100,7 +122,7 @@ class ShardedJsonlWriter:
                                       compression="gzip")
             self._handle = self._current.__enter__()
             self.shards += 1
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._handle.write(to_line(record) + "\n")
         self.records += 1
 
     def _close_shard(self) -> None:
@@ -108,7 +130,7 @@ class ShardedJsonlWriter:
             self._current.__exit__(None, None, None)
             self._current = self._handle = None
 
-    def __enter__(self) -> "ShardedJsonlWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -7,6 +7,7 @@ the two APIs (point in time, search arguments) live in the two small backends.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Iterator
 
@@ -51,11 +52,22 @@ REJECTED = "rejected"  # the store refused it (unknown product, bad field): ``re
 _CONFLICT_ATTEMPTS = 5
 
 
+def _ascii_json(data, default) -> str:
+    """Request bodies as ASCII JSON: a string holding a lone surrogate (valid JSON, and a
+    feed's product may carry one) is sent escaped rather than failing the request."""
+    return json.dumps(data, default=default, ensure_ascii=True, separators=(",", ":"))
+
+
 class _OpenSearchBackend:
     def __init__(self, url: str):
         from opensearchpy import OpenSearch, helpers
+        from opensearchpy.serializer import JSONSerializer
 
-        self.client = OpenSearch(hosts=[url], timeout=60)
+        class AsciiSerializer(JSONSerializer):
+            def dumps(self, data):
+                return data if isinstance(data, str) else _ascii_json(data, self.default)
+
+        self.client = OpenSearch(hosts=[url], timeout=60, serializer=AsciiSerializer())
         self.helpers = helpers
 
     def search(self, index: str | None, body: dict) -> dict:
@@ -67,16 +79,34 @@ class _OpenSearchBackend:
     def close_pit(self, pit_id: str) -> None:
         self.client.delete_pit(body={"pit_id": [pit_id]})
 
-    def mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict]:
-        return self.client.mget(index=index, body={"ids": ids},
-                                _source_includes=",".join(fields))["docs"]
+    def mget(self, index: str, ids: list[str]) -> list[dict]:
+        return self.client.mget(index=index, body={"ids": ids})["docs"]
+
+    def transient(self, err: Exception) -> bool:
+        from opensearchpy import ConnectionError, ConnectionTimeout, TransportError
+
+        if isinstance(err, (ConnectionError, ConnectionTimeout)):
+            return True
+        return isinstance(err, TransportError) and _transient_status(err.status_code)
 
 
 class _ElasticsearchBackend:
     def __init__(self, url: str):
         from elasticsearch import Elasticsearch, helpers
+        from elasticsearch.serializer import JsonSerializer, NdjsonSerializer
 
-        self.client = Elasticsearch(url, request_timeout=60)
+        class AsciiJson(JsonSerializer):
+            def json_dumps(self, data) -> bytes:
+                return _ascii_json(data, self.default).encode("ascii")
+
+        class AsciiNdjson(NdjsonSerializer):
+            def json_dumps(self, data) -> bytes:
+                return _ascii_json(data, self.default).encode("ascii")
+
+        json_, ndjson = AsciiJson(), AsciiNdjson()
+        self.client = Elasticsearch(url, request_timeout=60, serializers={
+            "application/json": json_, "application/vnd.elasticsearch+json": json_,
+            "application/x-ndjson": ndjson, "application/vnd.elasticsearch+x-ndjson": ndjson})
         self.helpers = helpers
 
     def search(self, index: str | None, body: dict) -> dict:
@@ -88,8 +118,22 @@ class _ElasticsearchBackend:
     def close_pit(self, pit_id: str) -> None:
         self.client.close_point_in_time(id=pit_id)
 
-    def mget(self, index: str, ids: list[str], fields: list[str]) -> list[dict]:
-        return self.client.mget(index=index, ids=ids, source_includes=fields)["docs"]
+    def mget(self, index: str, ids: list[str]) -> list[dict]:
+        return self.client.mget(index=index, ids=ids)["docs"]
+
+    def transient(self, err: Exception) -> bool:
+        from elastic_transport import ConnectionError, ConnectionTimeout
+        from elasticsearch import ApiError
+
+        if isinstance(err, (ConnectionError, ConnectionTimeout)):
+            return True
+        return isinstance(err, ApiError) and _transient_status(err.meta.status)
+
+
+def _transient_status(status) -> bool:
+    """Worth retrying: overloaded, failing, or the index briefly missing (being recreated).
+    A 400 or 413 (a request the store will never take) is not."""
+    return isinstance(status, int) and (status in (404, 408, 429) or status >= 500)
 
 
 BACKENDS = {"opensearch": _OpenSearchBackend, "elasticsearch": _ElasticsearchBackend}
@@ -129,6 +173,11 @@ class ProductStore:
         body = {"size": size, "query": query, "sort": [{"id": "asc"}]}
         return [hit["_source"] for hit in self.backend.search(self.index, body)["hits"]["hits"]]
 
+    def is_transient(self, err: Exception) -> bool:
+        """Whether a failed request is worth retrying as it is (the store unreachable,
+        overloaded, or its index being recreated), rather than never going to succeed."""
+        return self.backend.transient(err)
+
     def get(self, product_id: str) -> dict:
         return self.client.get(index=self.index, id=product_id)["_source"]
 
@@ -152,10 +201,16 @@ class ProductStore:
                 failures[result.get("_id")] = f"{result.get('status')}: {reason}"
         return done, failures
 
-    def index_products(self, products: Iterable[dict], chunk_size: int = 1000) -> int:
+    def index_some(self, products: Iterable[dict],
+                   chunk_size: int = 1000) -> tuple[int, dict[str, str]]:
+        """Index products; return how many the store took and why it refused each other."""
         actions = ({"_op_type": "index", "_index": self.index, "_id": p["id"], "_source": p}
                    for p in products)
-        done, failures = self._bulk(actions, chunk_size)
+        return self._bulk(actions, chunk_size)
+
+    def index_products(self, products: Iterable[dict], chunk_size: int = 1000) -> int:
+        """Index products; raise StoreError if the store refused any."""
+        done, failures = self.index_some(products, chunk_size)
         if failures:
             raise StoreError(f"{len(failures)} products were rejected, first: "
                              f"{list(failures.items())[:3]}")
@@ -172,13 +227,14 @@ class ProductStore:
                         chunk_size: int = 500) -> dict[str, str]:
         """Apply ``{product_id: (version, fields)}`` where the product holds no newer version.
 
-        Optimistic concurrency: read each product's ``prediction_version`` with its
-        sequence number, then update only if the document has not changed since
-        (``if_seq_no``); a product changed meanwhile is read again. So an older
-        run never overwrites a newer one and a re-delivered update is not applied
-        twice, whatever the order of the writers. Returns an outcome per id
+        Optimistic concurrency: read each product with its sequence number, then write
+        it back with ``fields`` set only if the document has not changed since
+        (``if_seq_no``); a product changed meanwhile is read again. So an older run
+        never overwrites a newer one and a re-delivered update is not applied twice,
+        whatever the order of the writers. The fields *replace* what was there (an
+        object is not merged into the older one). Returns an outcome per id
         (``APPLIED``, ``ALREADY_APPLIED``, ``SUPERSEDED``, ``TRANSIENT`` or
-        ``"rejected: reason"``); a failed connection raises.
+        ``"rejected: reason"``); a failed request raises (see ``is_transient``).
         """
         outcome: dict[str, str] = {}
         todo = dict(updates)
@@ -186,20 +242,26 @@ class ProductStore:
             if not todo:
                 break
             actions = []
-            for doc in self.backend.mget(self.index, list(todo), ["prediction_version"]):
+            for doc in self.backend.mget(self.index, list(todo)):
                 product_id = doc["_id"]
                 version, fields = todo[product_id]
+                if "error" in doc:  # a shard unavailable, say: not the product's fault
+                    outcome[product_id] = TRANSIENT
+                    continue
                 if not doc.get("found"):
                     outcome[product_id] = f"{REJECTED}: 404: no such product"
                     continue
-                stored = doc.get("_source", {}).get("prediction_version")
+                source = doc.get("_source") or {}
+                stored = source.get("prediction_version")
+                if not isinstance(stored, int) or isinstance(stored, bool):
+                    stored = None
                 if stored is not None and stored > version:
                     outcome[product_id] = SUPERSEDED
                 elif stored == version:
                     outcome[product_id] = ALREADY_APPLIED
                 else:
-                    actions.append({"_op_type": "update", "_index": self.index, "_id": product_id,
-                                    "doc": fields, "if_seq_no": doc["_seq_no"],
+                    actions.append({"_op_type": "index", "_index": self.index, "_id": product_id,
+                                    "_source": {**source, **fields}, "if_seq_no": doc["_seq_no"],
                                     "if_primary_term": doc["_primary_term"]})
             failures = self._bulk(actions, chunk_size)[1]
             conflicts = {}
@@ -238,5 +300,5 @@ class ProductStore:
         finally:
             try:
                 self.backend.close_pit(pit_id)
-            except Exception as err:  # the PIT expires by itself; don't mask the real error
+            except Exception as err:  # noqa: BLE001 (the PIT expires by itself; keep the real error)
                 log.warning("could not close point in time: %s", err)

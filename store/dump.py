@@ -27,9 +27,12 @@ def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
     started = time.monotonic()
     config = features.load()
     per_split = dict.fromkeys(SPLITS, 0)  # by product group, as the preprocessing job splits
+    if storage.exists(paths.dump_dir):  # an earlier dump's shards must not mix with these
+        storage.remove(paths.dump_dir)
+    storage.makedirs(paths.dump_dir)
     with storage.ShardedJsonlWriter(paths.dump_dir, shard_size) as shards:
         for product in store.iter_products(page_size=page_size):
-            shards.write(product)
+            shards.write(product)  # as ASCII JSON: any string the store returns is kept
             if isinstance(product, dict):
                 per_split[split_of(product, config.group_field, config.id_field)] += 1
             if shards.records % (page_size * 10) == 0:

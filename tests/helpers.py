@@ -71,3 +71,76 @@ class TcpProxy:
                     sock.close()
                 except OSError:
                     pass
+
+
+class StoreFaults:
+    """An HTTP proxy in front of the real store that injects the store's own failures:
+    a ``_bulk`` request over ``max_bulk_bytes`` is answered 413 (request too large), and
+    an ``_mget`` answers for the ids in ``mget_errors`` with a per-document error (a shard
+    unavailable) as many times as their count says. Everything else is the store's own
+    answer. A fault injector, not a stand-in: the store behind it is real.
+    """
+
+    def __init__(self, target_url: str, max_bulk_bytes: int | None = None,
+                 mget_errors: dict[str, int] | None = None):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.target = target_url.removeprefix("http://")
+        self.max_bulk_bytes = max_bulk_bytes
+        self.mget_errors = dict(mget_errors or {})
+        self.injected = {"413": 0, "mget_error": 0}
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.split("?", 1)[0]
+                if path.endswith("/_bulk") and proxy.max_bulk_bytes is not None \
+                        and len(body) > proxy.max_bulk_bytes:
+                    proxy.injected["413"] += 1
+                    return self._answer(413, b'{"error":"request too large","status":413}')
+                import http.client
+                upstream = http.client.HTTPConnection(proxy.target, timeout=60)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() in ("content-type", "accept")}
+                upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                if path.endswith("/_mget") and proxy.mget_errors:
+                    data = proxy._break_mget(data)
+                return self._answer(response.status, data,
+                                    response.getheader("Content-Type", "application/json"))
+
+            def _answer(self, status: int, data: bytes, kind: str = "application/json"):
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *_):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def _break_mget(self, data: bytes) -> bytes:
+        import json
+
+        answer = json.loads(data)
+        for i, doc in enumerate(answer.get("docs", [])):
+            if self.mget_errors.get(doc.get("_id"), 0) > 0:
+                self.mget_errors[doc["_id"]] -= 1
+                self.injected["mget_error"] += 1
+                answer["docs"][i] = {"_id": doc["_id"], "_index": doc.get("_index"), "error": {
+                    "type": "no_shard_available_action_exception", "reason": "injected"}}
+        return json.dumps(answer).encode()
+
+    def close(self) -> None:
+        self._server.shutdown()

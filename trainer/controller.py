@@ -105,15 +105,15 @@ def main(argv=None) -> None:
     prefix = "baseline_" if args.role == "baseline" else ""
     if args.command in ("train", "train_and_predict"):
         accelerator = accelerators.choose(args.precision, args.xla)
-        finish_stage(paths, f"{prefix}train", task.train(paths, hparams, accelerator))
+        finish_stage(paths, f"{prefix}train", task.train(paths, hparams, accelerator, args.role))
     hparams_id = args.hparams_id or hparams.hparams_id
     if args.command == "evaluate":
         finish_stage(paths, f"{prefix}evaluate_{args.split}",
-                     task.evaluate(paths, hparams_id, args.split))
+                     task.evaluate(paths, hparams_id, args.split, args.role))
     if args.command in ("predict", "train_and_predict"):
-        finish_stage(paths, "predict", task.predict(paths, hparams_id))
+        finish_stage(paths, "predict", task.predict(paths, hparams_id, args.role))
     if args.command == "export":
-        finish_stage(paths, "export", task.export(paths, hparams_id))
+        finish_stage(paths, "export", task.export(paths, hparams_id, args.role))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from beam_pipelines.raw_schema import raw_feature_spec
 from shared_config import features, storage
 from shared_config.categories import ancestors_and_self
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
-from shared_config.runs import run_version
+from shared_config.runs import next_prediction_version
 from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
@@ -45,15 +45,29 @@ def build(hparams: HParams, vocabs: data.Vocabularies, accelerator: Accelerator 
     return build_model(hparams, specs, classes, accelerator)
 
 
-def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = None) -> dict:
-    """Train ``hparams`` on the run's TFRecords; ``accelerator`` from ``accelerators.choose``."""
+def preprocess_output_id(paths: RunPaths) -> str:
+    """Which preprocessing wrote the run's TFRecords (a checkpoint is only good for that one)."""
+    if not storage.exists(paths.preprocess_output):
+        raise FileNotFoundError(f"no preprocessing output at {paths.preprocess_output}: run "
+                                "preprocess first")
+    return storage.read_json(paths.preprocess_output)["output_id"]
+
+
+def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = None,
+          role: str = "model") -> dict:
+    """Train ``hparams`` on the run's TFRecords; ``accelerator`` from ``accelerators.choose``.
+
+    Training goes on from a checkpoint only if it was made on the same preprocessing
+    output; a model and a baseline live in different directories (``role``)."""
     keras.utils.set_random_seed(hparams.seed)
     accelerator = accelerator or accelerators.choose()
     vocabs = _vocabularies(paths)
     rows, per_epoch = training.training_rows(paths, hparams, vocabs, _example_counts(paths))
     with accelerator.strategy.scope():
         model = build(hparams, vocabs, accelerator)
-    model_dir = paths.checkpoints(hparams.hparams_id)
+    model_dir = paths.checkpoints(hparams.hparams_id, role)
+    source = preprocess_output_id(paths)
+    training.forget_stale_progress(model_dir, source)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
     started = time.monotonic()
     pretrained = {}
@@ -65,11 +79,12 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
                                                 hparams.encoder_pretrain_epochs)
     best = _early_stopping(paths, hparams, vocabs)
     result = training.fit(model, hparams, training.batches_for_epoch(rows, hparams), per_epoch,
-                          model_dir, best)
+                          model_dir, best, source)
     classifier = model.classifier() if hparams.model_type == "ssl_gan" else model
     _save_model(classifier, model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
-    return {"hparams_id": hparams.hparams_id, "model_dir": model_dir,
+    return {"hparams_id": hparams.hparams_id, "model_dir": model_dir, "role": role,
+            "preprocess_output_id": source,
             "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
             "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
             "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
@@ -128,8 +143,8 @@ def _probabilities(model, output) -> np.ndarray:
     return 1 / (1 + np.exp(-values)) if isinstance(model, SSLGAN) else values
 
 
-def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
-    model, hparams = _load(paths, hparams_id)
+def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") -> dict:
+    model, hparams = _load(paths, hparams_id, role)
     vocabs = _vocabularies(paths)
     counts = _example_counts(paths)
     result = {"hparams_id": hparams_id, "split": split, "objectives": {}}
@@ -149,7 +164,7 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
         else:
             result["objectives"][objective] = metrics.rule_based_metrics(
                 labels, probabilities, names, hparams.rule_threshold)
-    model_dir = paths.checkpoints(hparams_id)
+    model_dir = paths.checkpoints(hparams_id, role)
     storage.write_json(model_dir + f"metrics_{split}.json", result)
     if result["objectives"]:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,21 +173,22 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str) -> dict:
     return result
 
 
-def predict(paths: RunPaths, hparams_id: str) -> dict:
+def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
     """Score every product; stream predictions to gzipped JSON-lines shards.
 
-    Each record: the product id, the run id and its version (the run's creation
-    time, so the store keeps the newest run's predictions), the model, and per
-    objective the top categories with scores and the predicted category's path.
+    Each record: the product id, the run id and the prediction set's version (newer
+    for a newer run, and for a later predict in the same run: the store keeps the
+    newest), the model, and per objective the top categories with scores and the
+    predicted category's path.
     """
-    model, hparams = _load(paths, hparams_id)
-    version = run_version(paths)
+    model, hparams = _load(paths, hparams_id, role)
     vocabs = _vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
     files = [f for split in SPLITS for f in data.tfrecord_files(paths, CATALOG, split)]
     for stale in storage.glob(paths.predictions_dir + "part-*") + storage.glob(
             paths.publish_progress_dir + "*"):  # an earlier predict's, never half of each
         storage.remove(stale)
+    version = next_prediction_version(paths)
     with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
         for batch, (inputs, ids) in enumerate(data.dataset(files, vocabs, 512, keep_ids=True)):
             outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
@@ -228,11 +244,11 @@ class _ServingModule(tf.Module):
         return dict(self.model(data.to_model_inputs(transformed, self.vocabs), training=False))
 
 
-def export(paths: RunPaths, hparams_id: str) -> dict:
-    model, _ = _load(paths, hparams_id)
+def export(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
+    model, _ = _load(paths, hparams_id, role)
     vocabs = _vocabularies(paths)
     module = _ServingModule(model, vocabs.tft_output, vocabs)
-    target = paths.checkpoints(hparams_id) + "saved_model"
+    target = paths.checkpoints(hparams_id, role) + "saved_model"
     with tempfile.TemporaryDirectory() as tmp:
         tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
         storage.upload(tmp, target)
@@ -246,8 +262,8 @@ def _save_model(model, target: str) -> None:
         storage.upload(local, target)
 
 
-def _load(paths: RunPaths, hparams_id: str):
-    model_dir = paths.checkpoints(hparams_id)
+def _load(paths: RunPaths, hparams_id: str, role: str = "model"):
+    model_dir = paths.checkpoints(hparams_id, role)
     if not storage.exists(model_dir + MODEL_FILE):
         raise FileNotFoundError(f"no trained model at {model_dir}{MODEL_FILE}: run train first")
     hparams = HParams.from_dict(storage.read_json(model_dir + HPARAMS_FILE))

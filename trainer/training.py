@@ -125,8 +125,18 @@ class BestOnValidation(keras.callbacks.Callback):
                 variable.assign(value)
 
 
+def forget_stale_progress(model_dir: str, source: str) -> None:
+    """Drop a checkpoint made on another preprocessing output (``source``): its weights
+    index other vocabularies, so training starts afresh."""
+    progress = model_dir + "training/" + PROGRESS_FILE
+    if storage.exists(progress) and storage.read_json(progress).get("source") != source:
+        log.warning("the checkpoint in %straining/ was made on another preprocessing output: "
+                    "training starts afresh", model_dir)
+        storage.remove(model_dir + "training/")
+
+
 def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_dir: str,
-        best: BestOnValidation | None = None) -> dict:
+        best: BestOnValidation | None = None, source: str = "") -> dict:
     """Train epoch by epoch; after each, keep the weights and the epoch reached under
     ``model_dir/training/``, so a restarted train goes on from there. With ``best``
     (early stopping), training stops once validation macro-F1 has stalled for
@@ -144,7 +154,8 @@ def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_d
         for name, values in result.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
         _save_weights(model, training_dir + WEIGHTS_FILE)
-        storage.write_json(training_dir + PROGRESS_FILE, {"epochs_done": epoch + 1})
+        storage.write_json(training_dir + PROGRESS_FILE, {"epochs_done": epoch + 1,
+                                                          "source": source})
         if best is not None and best.stopped:
             log.info("early stop after epoch %d: validation macro-F1 best at epoch %d",
                      epoch + 1, best.best_epoch + 1)

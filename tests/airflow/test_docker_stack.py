@@ -2,6 +2,7 @@
 what can be checked without one — the compose file, the files it needs, hadolint."""
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -66,3 +67,54 @@ def test_dockerfile_passes_hadolint(dockerfile):
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     result = subprocess.run([hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _module_file(name: str) -> Path | None:
+    """The repository's file for a module name (the DAG folder is on the path too)."""
+    for base in (ROOT, ROOT / "dags"):
+        target = base.joinpath(*name.split("."))
+        if (target / "__init__.py").is_file():
+            return target / "__init__.py"
+        if target.with_suffix(".py").is_file():
+            return target.with_suffix(".py")
+    return None
+
+
+def imported_modules(entry_points: list[str]) -> set[str]:
+    """Every module of this repository the entry points import, however deep, including
+    imports inside functions (read from the source, nothing is imported)."""
+    seen, todo = set(), list(entry_points)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        source = _module_file(name)
+        assert source is not None, f"no module {name}"
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            else:
+                continue
+            todo.extend(n for n in names if _module_file(n) is not None and n not in seen)
+    return seen
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_copies_every_package_its_entry_points_import(dockerfile):
+    text = dockerfile.read_text()
+    entry_points = re.search(r'LABEL org\.prodcat\.entrypoints="([^"]+)"', text).group(1).split()
+    copied = {Path(m.group(1)).parts[0] for m in re.finditer(
+        r"^COPY\s+(?:--\S+\s+)*(\S+)\s+\S+$", text, re.MULTILINE)}
+    for module in imported_modules(entry_points):
+        source = _module_file(module).relative_to(ROOT)
+        assert source.parts[0] in copied, f"{dockerfile.name} runs code that imports {module} " \
+                                          f"({source}) but does not copy {source.parts[0]}/"
+
+
+def test_the_import_check_sees_a_package_an_image_would_lack():
+    # catalog_data (the demo data) is in no image: an entry point that imported it would fail
+    assert "catalog_data.rules" in imported_modules(["local_stack.demo"])
+    assert not any(m.startswith("catalog_data") for m in imported_modules(["trainer.controller"]))

@@ -79,7 +79,7 @@ def test_message_lines_become_versioned_updates_or_reasons():
     assert updates[0].fields["prediction_path"] == ["Shoes", "Shoes > Boots"]
     assert updates[0].fields["prediction_run_id"] == "run-a"
     assert [reason.split(":")[0] for _, reason in bad] == [
-        "not JSON", "a prediction needs a non-negative integer 'version'"]
+        "not JSON", "a prediction needs a non-negative 64-bit integer 'version'"]
     assert messages.parse(b"  ") == ([], [(b"  ", "empty message")])
 
 
@@ -173,3 +173,128 @@ def test_a_full_queue_refuses_messages_and_the_sender_waits_for_room(broker_sett
     connection.close()
     sender.close()
     assert bodies == [b"2", b"3", None] and sender.reconnects >= 1
+
+
+POISON_LINES = {
+    "deep nesting": b"[" * 100_000 + b"]" * 100_000,
+    "a 5,000-digit number": b'{"id": "demo-0000003", "run_id": "r", "version": ' + b"9" * 5000
+                            + b"}",
+    "a float overflow": b'{"id": "demo-0000004", "run_id": "r", "version": 5, '
+                        b'"exclusive": {"score": 1e999, "path": []}}',
+    "a version beyond 64 bits": b'{"id": "demo-0000005", "run_id": "r", "version": '
+                                + str(2**64).encode() + b"}",
+    "not UTF-8": b'{"id": "demo-0000006", "run_id": "\xff\xfe", "version": 5}',
+    "a number as id": b'{"id": 7, "run_id": "r", "version": 5}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(POISON_LINES))
+def test_a_poison_line_is_refused_with_a_reason_never_raised(name):
+    updates, bad = messages.parse(POISON_LINES[name])
+    assert updates == [] and len(bad) == 1 and bad[0][1]
+
+
+def test_poison_messages_of_every_kind_are_dead_lettered_and_the_rest_applied(broker_settings,
+                                                                             loaded_store):
+    good = json.dumps(prediction("demo-0000001", "run-p", 5)).encode()
+    send_raw(broker_settings, *POISON_LINES.values(), good + b"\n" + POISON_LINES["deep nesting"])
+    outcome = {}
+    updater = threading.Thread(target=lambda: outcome.update(
+        Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)))
+    updater.start()
+    updater.join(60)
+    assert not updater.is_alive(), "the updater is stuck on a poison message"
+    assert outcome["applied"] == 1 and outcome["dead_lettered"] == len(POISON_LINES) + 1, outcome
+    found = dead_letters(broker_settings, len(POISON_LINES) + 1)
+    assert all(headers["x-prodcat-reason"] for _, headers in found)
+    assert {body for body, _ in found} == set(POISON_LINES.values())
+    loaded_store.refresh()
+    assert loaded_store.get("demo-0000001")["prediction_run_id"] == "run-p"
+
+
+def test_a_batch_the_store_will_never_take_costs_only_the_product_at_fault(broker_settings,
+                                                                          loaded_store):
+    from tests.helpers import StoreFaults
+
+    faults = StoreFaults(broker_settings.store_url, max_bulk_bytes=20_000)
+    settings = dataclasses.replace(broker_settings, store_url=faults.url)
+    paths = RunPaths.for_run("run-413")
+    write_predictions(paths, IDS[:60])
+    publish(paths, settings, workers=1, per_message=60)
+    huge = prediction(IDS[60], "run-413", 1000)
+    huge["model"] = "m" * 30_000  # alone, still over the store's request limit
+    send_raw(settings, json.dumps(huge).encode())
+    outcome = {}
+    updater = threading.Thread(target=lambda: outcome.update(
+        Updater(ProductStore.from_settings(settings), settings).run(exit_when_idle=1.5)))
+    updater.start()
+    updater.join(60)
+    faults.close()
+    assert not updater.is_alive(), "the updater retries a request the store will never take"
+    assert faults.injected["413"] >= 2, faults.injected  # the batch, then the product alone
+    assert outcome["applied"] == 60 and outcome["dead_lettered"] == 1, outcome
+    [(body, headers)] = dead_letters(settings, 1)
+    assert json.loads(body)["id"] == IDS[60] and "413" in headers["x-prodcat-reason"]
+
+
+def test_a_product_the_store_cannot_read_for_now_is_retried_not_dead_lettered(broker_settings,
+                                                                             loaded_store):
+    from tests.helpers import StoreFaults
+
+    faults = StoreFaults(broker_settings.store_url, mget_errors={IDS[3]: 2, IDS[4]: 1})
+    settings = dataclasses.replace(broker_settings, store_url=faults.url)
+    paths = RunPaths.for_run("run-shard")
+    write_predictions(paths, IDS[:10])
+    publish(paths, settings, workers=1, per_message=10)
+    counts = Updater(ProductStore.from_settings(settings), settings).run(exit_when_idle=1.5)
+    faults.close()
+    assert faults.injected["mget_error"] == 3
+    assert counts["applied"] == 10 and counts["dead_lettered"] == 0, counts
+    assert set(versions(loaded_store, IDS[:10]).values()) == {2}
+
+
+def test_the_rate_ceiling_builds_no_credit_while_idle(broker_settings):
+    settings = dataclasses.replace(broker_settings, updater_max_docs_per_second=1000)
+    updater = Updater(None, settings)
+    now, slept = [0.0], []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    updater._clock, updater._sleep = (lambda: now[0]), sleep
+    updater._throttle(1000)
+    now[0] += 3600  # an idle hour
+    for _ in range(3):
+        updater._throttle(1000)  # 3,000 updates: at 1,000/s, no sooner than 2 s after the first
+    assert sum(slept) == pytest.approx(2.0)
+
+
+def test_a_later_prediction_replaces_the_prediction_object_whole(loaded_store):
+    first = {"prediction": {"run_id": "r", "exclusive": {"category": "Bags"},
+                            "rule_based": [{"category": "Bags"}]},
+             "prediction_version": 10, "prediction_run_id": "r"}
+    second = {"prediction": {"run_id": "r", "rule_based": [{"category": "Shoes"}]},
+              "prediction_version": 11, "prediction_run_id": "r"}
+    assert loaded_store.update_if_newer({IDS[0]: (10, first)})[IDS[0]] == "applied"
+    assert loaded_store.update_if_newer({IDS[0]: (11, second)})[IDS[0]] == "applied"
+    doc = loaded_store.get(IDS[0])
+    assert doc["prediction"] == second["prediction"]  # no "exclusive" left from the first
+    assert doc["title"]  # the product's own fields are kept
+
+
+def test_a_publish_resumed_with_another_message_size_skips_nothing(broker_settings,
+                                                                    loaded_store):
+    paths = RunPaths.for_run("run-resize")
+    write_predictions(paths, IDS)
+    publish(paths, broker_settings, workers=2, per_message=10)
+    resized = publish(paths, broker_settings, workers=2, per_message=30)
+    assert resized["published"] == 120 and resized["skipped_messages"] == 0
+    # a progress note cut short by a crash mid-write does not stop the next publish
+    for note in storage.glob(paths.publish_progress_dir + "*.json"):
+        with storage.open_file(note, "w") as handle:
+            handle.write('{"confirmed_thr')
+    again = publish(paths, broker_settings, workers=2, per_message=10)
+    assert again["published"] == 120
+    counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
+    assert counts["applied"] == 120 and counts["dead_lettered"] == 0

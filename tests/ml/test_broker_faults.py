@@ -149,3 +149,27 @@ def test_the_updater_reconnects_when_the_broker_restarts(broker_settings, loaded
     assert outcome["dead_lettered"] == 0 and outcome["already_applied"] >= 1, outcome
     assert outcome["applied"] + outcome["already_applied"] >= PRODUCTS, outcome
     assert_applied_exactly_once(loaded_store, ids, "fault-updater-broker")
+
+
+def test_a_store_outage_longer_than_twice_the_heartbeat_keeps_the_updater_going(
+        broker_settings, loaded_store):
+    ids = publish_a_prediction_for_each(loaded_store, broker_settings, "fault-long", workers=1)
+    proxy = TcpProxy(int(broker_settings.store_url.rsplit(":", 1)[1]))
+    heartbeat = 1
+    settings = dataclasses.replace(broker_settings, store_url=f"http://127.0.0.1:{proxy.port}",
+                                   amqp_heartbeat=heartbeat, updater_batch_size=50)
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        Updater(ProductStore.from_settings(settings), settings).run(exit_when_idle=2)))
+    worker.start()
+    time.sleep(0.3)
+    proxy.cut()
+    time.sleep(6 * heartbeat)  # the broker drops a connection silent for two heartbeats
+    proxy.restore()
+    worker.join(120)
+    assert not worker.is_alive()
+    # waiting for the store served the heartbeats: the connection held, nothing came twice
+    assert outcome.get("reconnects", 0) == 0, outcome
+    assert outcome["applied"] + outcome["already_applied"] == PRODUCTS, outcome
+    assert outcome["dead_lettered"] == 0, outcome
+    assert_applied_exactly_once(loaded_store, ids, "fault-long")

@@ -43,6 +43,7 @@ def test_bad_prefixes_are_refused(prefix):
 
 
 @pytest.mark.parametrize("bad", ["", "a/b", "..", "a..b", "../etc", "a b", "tab\tid", "new\nline",
+                                 "abc\n", "ok\r",
                                  ".hidden", "nul\x00", "back\\slash", "x" * 129, "é"])
 def test_unsafe_ids_are_rejected(bad):
     with pytest.raises(InvalidId):
@@ -80,3 +81,41 @@ def test_create_run_then_record_stats(tmp_path, monkeypatch, capsys):
     storage.write_json(paths.stats_file("dump"), {"products": 5})
     runs.main(["record-stats", "--run-id", "r1"])
     assert storage.read_json(paths.stats_file("run"))["stages"] == {"dump": {"products": 5}}
+
+
+def test_a_baseline_never_shares_the_models_directory(tmp_path):
+    paths = RunPaths.for_run("r1", str(tmp_path))
+    assert paths.checkpoints("dnn-1", "baseline") != paths.checkpoints("dnn-1")
+    assert paths.checkpoints("dnn-1", "baseline").startswith(paths.run_dir + "/checkpoints/")
+    with pytest.raises(ValueError):
+        paths.checkpoints("dnn-1", "teacher")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("amqp://prodcat:s3cret@broker:5672/%2F", "amqp://prodcat:***@broker:5672/%2F"),
+    ("http://elastic:pw@es:9200", "http://elastic:***@es:9200"),
+    ("http://127.0.0.1:9200", "http://127.0.0.1:9200"),
+])
+def test_credentials_are_masked_wherever_a_url_is_shown(url, shown):
+    from shared_config.settings import mask_url
+
+    assert mask_url(url) == shown
+
+
+def test_the_local_stack_logs_its_urls_without_passwords(monkeypatch, caplog):
+    from local_stack import up
+    from shared_config.settings import Settings
+
+    settings = Settings.from_env({"PRODCAT_AMQP_URL": "amqp://u:hunter2@127.0.0.1:5672/%2F"})
+    assert "hunter2" not in up.describe(settings) and "u:***@" in up.describe(settings)
+
+
+def test_image_sources_come_from_the_settings(tmp_path):
+    from shared_config.settings import Settings
+
+    settings = Settings.from_env({"PRODCAT_IMAGE_ROOTS": f"{tmp_path}/a:{tmp_path}/b",
+                                  "PRODCAT_IMAGE_ALLOWED_NETWORKS": "10.0.0.0/8, 127.0.0.1"})
+    assert settings.image_roots == (f"{tmp_path}/a", f"{tmp_path}/b")
+    assert settings.image_allowed_networks == ("10.0.0.0/8", "127.0.0.1")
+    assert Settings.from_env(settings.as_env()) == settings
+    assert Settings.from_env({"PRODCAT_DATA_DIR": str(tmp_path)}).image_roots == (str(tmp_path),)

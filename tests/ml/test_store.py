@@ -145,3 +145,52 @@ def test_run_statistics_go_to_their_own_index(settings):
     index_run(paths, settings)  # again: replaced, not added
     runs.refresh()
     assert runs.count({"term": {"run_id": "stats-run"}}) == 1
+
+
+def test_a_product_with_a_lone_surrogate_is_loaded_dumped_and_read_back(store, settings):
+    odd = {"id": "odd-1", "title": "\udcff half a pair", "brand": "A\ud800", "group_id": "\udfff"}
+    load_products(store, [odd, {"id": "fine", "title": "ok"}], recreate=True)
+    assert store.get("odd-1")["title"] == odd["title"]  # the store keeps it as it came
+    result = dump_products(store, RunPaths.for_run("dump-odd"), page_size=1)
+    assert result["products"] == 2
+    [shard] = storage.glob(RunPaths.for_run("dump-odd").dump_dir + "part-*.jsonl.gz")
+    with gzip.open(shard, "rt", encoding="utf-8") as lines:
+        dumped = {p["id"]: p for p in map(json.loads, lines)}
+    assert dumped["odd-1"] == odd
+
+
+BAD_LINES = [
+    b'{"id": "big", "price": ' + b"9" * 5000 + b"}",
+    b"{not json",
+    b'{"id": "latin1", "title": "caf\xe9"}',
+    b'["a", "list"]',
+    b'{"title": "no id"}',
+    b'{"id": ""}',
+    b'{"id": "' + b"x" * 600 + b'"}',
+    b"[" * 50_000,
+    b'{"id": "typed", "price": "not a number"}',  # the store's mapping refuses it
+]
+
+
+def test_the_loader_loads_every_good_line_and_writes_each_reject_with_its_reason(
+        store, settings, tmp_path, capsys):
+    from store.load import main as load_main
+
+    good = [json.dumps({"id": f"g{i}", "title": "fine"}).encode() for i in range(200)]
+    path = tmp_path / "feed.jsonl.gz"
+    with gzip.open(path, "wb") as feed:
+        feed.write(b"\n".join(good[:100] + BAD_LINES + good[100:]) + b"\n")
+    load_main(["--jsonl", str(path), "--recreate"])
+    assert store.count() == 200
+    rejects = [json.loads(line) for line in open(f"{path}.rejects.jsonl", encoding="ascii")]
+    assert len(rejects) == len(BAD_LINES)
+    assert all(r["reason"] and r["record"] for r in rejects)
+    by_line = {r["where"].rsplit(":", 1)[1]: r["reason"] for r in rejects if ":" in r["where"]}
+    assert by_line["101"].startswith("not JSON") and "4300" in by_line["101"]
+    assert by_line["103"].startswith("not UTF-8")
+    assert any("refused" in r["reason"] and "typed" in r["where"] for r in rejects)
+    # over the allowed share of rejects: the good lines are still loaded, then it fails
+    with pytest.raises(SystemExit) as exit_info:
+        load_main(["--jsonl", str(path), "--recreate", "--max-bad-ratio", "0.01"])
+    assert exit_info.value.code == 1 and "rejected" in capsys.readouterr().err
+    assert store.count() == 200

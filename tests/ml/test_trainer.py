@@ -119,5 +119,53 @@ def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
         assert names[int(scores.argmax())] == expected["category"]
         assert expected["top"][0]["category"] == expected["category"]
         assert expected["path"][-1] == expected["category"] and len(expected["top"]) <= 5
-        assert predicted[product["id"]]["version"] == run_version(paths)
+        assert predicted[product["id"]]["version"] == run_version(paths) * 1000 + 1
         assert float(scores.max()) == pytest.approx(expected["score"], abs=1e-3)
+
+
+def test_a_checkpoint_is_reused_only_on_the_same_preprocessing_output(tmp_path, monkeypatch):
+    from beam_pipelines.preprocess import run
+    from tests.ml.test_preprocessing import POLICY
+
+    products = list(demo_catalog.generate(200, seed=5, exclusive_fraction=0.5))
+    for product in products:
+        product.pop("_true_category")
+    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    create_run(paths, {})
+    flags = ["--run-id", "job", "--epochs", "1", "--model-type", "linear"]
+
+    def train(*extra, stage="train"):
+        controller_main(["train", *flags, *extra])
+        return storage.read_json(paths.stats_file(stage))
+
+    first = train()
+    assert first["resumed_at_epoch"] == 0
+    assert train()["resumed_at_epoch"] == 1  # the same output: nothing left to train
+    # preprocess again, with a shard of an older layout lying around: it goes, and the
+    # checkpoint made on the old vocabularies is not reused
+    stale = paths.tfrecords("catalog", "train") + "-00007-of-00009"
+    with storage.open_file(stale, "wb") as handle:
+        handle.write(b"stale")
+    run(paths, [], 1.0, POLICY)
+    assert not storage.exists(stale)
+    again = train()
+    assert again["resumed_at_epoch"] == 0
+    assert again["preprocess_output_id"] != first["preprocess_output_id"]
+    # a baseline of the very same hyperparameters trains in a directory of its own
+    baseline = train("--role", "baseline", stage="baseline_train")
+    assert baseline["resumed_at_epoch"] == 0 and baseline["model_dir"] != again["model_dir"]
+
+
+def test_each_predict_of_a_run_is_a_newer_prediction_set_and_a_newer_run_newer_still(
+        tmp_path):
+    from shared_config.paths import RunPaths
+    from shared_config.runs import next_prediction_version
+
+    older = RunPaths.for_run("older", str(tmp_path))
+    create_run(older, {})
+    first, second = next_prediction_version(older), next_prediction_version(older)
+    newer = RunPaths.for_run("newer", str(tmp_path))
+    storage.write_json(newer.manifest, {**storage.read_json(older.manifest),
+                                        "created_at": "2999-01-01T00:00:00+00:00"})
+    assert first < second < next_prediction_version(newer)
