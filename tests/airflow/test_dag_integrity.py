@@ -88,3 +88,30 @@ def test_bad_gpu_settings_are_refused():
 
 def test_publishing_is_retried_since_it_resumes(dagbag):
     assert dagbag.dags["catalog_train"].get_task("publish_predictions").retries == 2
+
+
+@pytest.mark.parametrize("conf", [
+    {"run_id": "../../etc"}, {"run_id": "abc\n"}, {"run_id": "a..b"}, {"run_id": ".hidden"},
+    {"run_id": "x" * 129}, {"run_id": "white space"}, {"objectives": []},
+    {"objectives": ["exclusive", "exclusive"]}, {"objectives": ["sentiment"]},
+])
+def test_a_bad_trigger_is_refused_before_a_run_is_queued(dagbag, conf):
+    """The checks the trigger form and the REST API make on a run's conf."""
+    import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = copy.deepcopy(dagbag.dags["catalog_train"].params)
+    with pytest.raises(ParamValidationError):
+        params.update(conf)
+        params.validate()
+
+
+@pytest.mark.parametrize("conf", [{}, {"run_id": ""}, {"run_id": "weekly-2026.11:21+a=b_c"},
+                                  {"objectives": ["rule_based"]}])
+def test_a_good_trigger_is_accepted(dagbag, conf):
+    import copy
+
+    params = copy.deepcopy(dagbag.dags["catalog_train"].params)
+    params.update(conf)
+    params.validate()

@@ -145,8 +145,9 @@ def test_the_updater_reconnects_when_the_broker_restarts(broker_settings, loaded
     rabbit.start()
     updater.join(180)
     assert not updater.is_alive() and outcome["reconnects"] >= 1, outcome
-    # what was applied but not acknowledged when the broker went comes again: not applied twice
-    assert outcome["dead_lettered"] == 0 and outcome["already_applied"] >= 1, outcome
+    # what was applied but not acknowledged when the broker went (if anything) comes again and
+    # is not applied twice; the versions below say each product was written once
+    assert outcome["dead_lettered"] == 0, outcome
     assert outcome["applied"] + outcome["already_applied"] >= PRODUCTS, outcome
     assert_applied_exactly_once(loaded_store, ids, "fault-updater-broker")
 
