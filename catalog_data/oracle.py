@@ -1,7 +1,8 @@
 """The labelling oracle: stands in for the labelling team in demos and benchmarks.
 
-Given a strategy that picks products (``random``, or ``uncertainty``: the lowest
-exclusive-prediction score), it reveals their true exclusive category from the
+Given a strategy that picks products (``random``; ``uncertainty``: the lowest
+exclusive-prediction score; ``queue``: the labelling queue active learning wrote,
+``label_request``, best rank first), it reveals their true exclusive category from the
 ground truth and writes ``exclusive_label`` and ``label_source`` into the store,
 as a labelling UI would. Budgets are explicit: ``--budget 2%`` of the catalogue
 or ``--budget 500`` products.
@@ -25,7 +26,7 @@ from shared_config.splits import split_of
 from store.client import ProductStore
 
 log = logging.getLogger("prodcat.oracle")
-STRATEGIES = ("random", "uncertainty")
+STRATEGIES = ("random", "uncertainty", "queue")
 
 
 def parse_budget(text: str, catalogue_size: int) -> int:
@@ -51,6 +52,12 @@ def choose(store: ProductStore, strategy: str, count: int, seed: int = 0) -> lis
             continue
         if strategy == "random":
             key = rng.random()
+        elif strategy == "queue":
+            request = product.get("label_request")
+            if not isinstance(request, dict):
+                continue
+            rank = request.get("rank")
+            key = -float(rank) if isinstance(rank, (int, float)) else -1e12
         else:
             score = ((product.get("prediction") or {}).get("exclusive") or {}).get("score")
             key = -score if isinstance(score, (int, float)) else -1.0 - rng.random()

@@ -21,6 +21,7 @@ import json
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
+from prodcat_airflow.assets import TRAINED_RUN
 from prodcat_airflow.gpu_training import train_on, train_pod
 from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
 
@@ -111,11 +112,13 @@ def catalog_train():
         """Safe to retry: it goes on after the last confirmed message."""
         return run_stage("broker.publish", "--run-id", run)
 
-    @task
-    def record_run_stats(run: str) -> dict:
-        """Gather every stage's figures, then index them in the store for the UIs."""
+    @task(outlets=[TRAINED_RUN])
+    def record_run_stats(run: str, outlet_events=None) -> dict:
+        """Gather every stage's figures, then index them in the store for the UIs; the
+        trained-run asset event names the run for active learning."""
         recorded = run_stage("shared_config.runs", "record-stats", "--run-id", run)
         run_stage("store.run_stats", "--run-id", run)
+        outlet_events[TRAINED_RUN].extra = {"run_id": run}
         return recorded
 
     run = create_run()

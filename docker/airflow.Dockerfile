@@ -14,10 +14,11 @@ RUN python -m venv /opt/venvs/ml \
 
 # What runs in this image; tests/airflow/test_docker_stack.py checks that every package
 # these modules import (however deep) is copied below.
-LABEL org.prodcat.entrypoints="catalog_train shared_config.runs store.dump store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer broker.publish"
+LABEL org.prodcat.entrypoints="catalog_train shared_config.runs store.dump store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer broker.publish active_learning.select"
 COPY --chown=airflow:0 shared_config /opt/prodcat/shared_config
 COPY --chown=airflow:0 store /opt/prodcat/store
 COPY --chown=airflow:0 broker /opt/prodcat/broker
 COPY --chown=airflow:0 beam_pipelines /opt/prodcat/beam_pipelines
 COPY --chown=airflow:0 trainer /opt/prodcat/trainer
+COPY --chown=airflow:0 active_learning /opt/prodcat/active_learning
 COPY --chown=airflow:0 dags /opt/prodcat/dags

@@ -32,6 +32,7 @@ TEMPLATES = {
     "predictions": "{prefix}/runs/{run_id}/predictions/",
     "publish_progress": "{prefix}/runs/{run_id}/predictions/published/",
     "prediction_sets": "{prefix}/runs/{run_id}/predictions/sets.json",
+    "selection": "{prefix}/runs/{run_id}/selection/",
     "stats": "{prefix}/runs/{run_id}/stats/",
 }
 RUN_SUBDIRS = ("dump", "tfrecords", "transform_fn", "quarantine", "checkpoints",
@@ -142,6 +143,11 @@ class RunPaths:
     def publish_progress_dir(self) -> str:
         """How far each publisher worker got, so a re-run publish goes on from there."""
         return self._fill("publish_progress")
+
+    @property
+    def selection_dir(self) -> str:
+        """Active learning's candidates and the batch it chose for labelling."""
+        return self._fill("selection")
 
     @property
     def prediction_sets(self) -> str:

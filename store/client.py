@@ -35,6 +35,11 @@ PRODUCT_MAPPINGS = {
         "prediction_version": {"type": "long"},
         "prediction_path": {"type": "keyword"},
         "prediction": {"type": "object", "enabled": False},
+        # what active learning asks the labelling team for (active_learning/queue.py)
+        "label_request": {"properties": {
+            "run_id": {"type": "keyword"}, "strategy": {"type": "keyword"},
+            "score": {"type": "float"}, "rank": {"type": "integer"},
+            "split": {"type": "keyword"}, "requested_at": {"type": "date"}}},
     },
 }
 
@@ -227,24 +232,44 @@ class ProductStore:
                         chunk_size: int = 500) -> dict[str, str]:
         """Apply ``{product_id: (version, fields)}`` where the product holds no newer version.
 
-        Optimistic concurrency: read each product with its sequence number, then write
-        it back with ``fields`` set only if the document has not changed since
-        (``if_seq_no``); a product changed meanwhile is read again. So an older run
-        never overwrites a newer one and a re-delivered update is not applied twice,
-        whatever the order of the writers. The fields *replace* what was there (an
-        object is not merged into the older one). Returns an outcome per id
-        (``APPLIED``, ``ALREADY_APPLIED``, ``SUPERSEDED``, ``TRANSIENT`` or
-        ``"rejected: reason"``); a failed request raises (see ``is_transient``).
+        An older run never overwrites a newer one and a re-delivered update is not
+        applied twice, whatever the order of the writers (see ``write_if``). The
+        fields *replace* what was there (an object is not merged into the older one).
+        Returns an outcome per id (``APPLIED``, ``ALREADY_APPLIED``, ``SUPERSEDED``,
+        ``TRANSIENT`` or ``"rejected: reason"``); a failed request raises (see
+        ``is_transient``).
+        """
+        def decide(source: dict, update: tuple[int, dict]):
+            version, fields = update
+            stored = source.get("prediction_version")
+            if not isinstance(stored, int) or isinstance(stored, bool):
+                stored = None
+            if stored is not None and stored > version:
+                return SUPERSEDED
+            if stored == version:
+                return ALREADY_APPLIED
+            return fields
+
+        return self.write_if(updates, decide, chunk_size)
+
+    def write_if(self, items: dict[str, object], decide, chunk_size: int = 500) -> dict[str, str]:
+        """Write fields into products where ``decide`` allows, with optimistic concurrency.
+
+        Read each product with its sequence number; ``decide(source, item)`` returns the
+        fields to set (they replace what was there) or an outcome string to leave the
+        product alone; write the product back only if it has not changed since
+        (``if_seq_no``), else read it again. Returns an outcome per id: ``APPLIED``,
+        what ``decide`` said, ``TRANSIENT`` (a per-document read error, a shard
+        unavailable, or still changing: try again later) or ``"rejected: reason"``.
         """
         outcome: dict[str, str] = {}
-        todo = dict(updates)
+        todo = dict(items)
         for _ in range(_CONFLICT_ATTEMPTS):
             if not todo:
                 break
             actions = []
             for doc in self.backend.mget(self.index, list(todo)):
                 product_id = doc["_id"]
-                version, fields = todo[product_id]
                 if "error" in doc:  # a shard unavailable, say: not the product's fault
                     outcome[product_id] = TRANSIENT
                     continue
@@ -252,17 +277,13 @@ class ProductStore:
                     outcome[product_id] = f"{REJECTED}: 404: no such product"
                     continue
                 source = doc.get("_source") or {}
-                stored = source.get("prediction_version")
-                if not isinstance(stored, int) or isinstance(stored, bool):
-                    stored = None
-                if stored is not None and stored > version:
-                    outcome[product_id] = SUPERSEDED
-                elif stored == version:
-                    outcome[product_id] = ALREADY_APPLIED
-                else:
-                    actions.append({"_op_type": "index", "_index": self.index, "_id": product_id,
-                                    "_source": {**source, **fields}, "if_seq_no": doc["_seq_no"],
-                                    "if_primary_term": doc["_primary_term"]})
+                fields = decide(source, todo[product_id])
+                if isinstance(fields, str):
+                    outcome[product_id] = fields
+                    continue
+                actions.append({"_op_type": "index", "_index": self.index, "_id": product_id,
+                                "_source": {**source, **fields}, "if_seq_no": doc["_seq_no"],
+                                "if_primary_term": doc["_primary_term"]})
             failures = self._bulk(actions, chunk_size)[1]
             conflicts = {}
             for action in actions:

@@ -39,6 +39,10 @@ RUN_MAPPINGS = {
             "model": {"type": "keyword"}, "objective": {"type": "keyword"},
             "category": {"type": "keyword"}, "precision": {"type": "float"},
             "recall": {"type": "float"}, "f1": {"type": "float"}, "support": {"type": "long"}}},
+        "selection": {"properties": {
+            "strategy": {"type": "keyword"}, "queued": {"type": "long"},
+            "pool_mean_uncertainty": {"type": "float"},
+            "valid_macro_f1_change": {"type": "float"}, "suggest_stop": {"type": "boolean"}}},
         "stats": {"type": "object", "enabled": False},
     },
 }
@@ -65,7 +69,12 @@ def run_document(summary: dict, manifest: dict) -> dict:
     counts = {"dumped": get("dump", "products"), "quarantined": get("preprocess", "quarantined"),
               "examples": sum(v for k, v in examples.items() if k.startswith("catalog_")) or None,
               "predicted": get("predict", "predictions"), "published": get("publish", "published")}
+    selection = stages.get("selection", {})
+    selected = {"strategy": selection.get("strategy"), "queued": selection.get("queued"),
+                **{k: selection.get("stopping", {}).get(k) for k in (
+                    "pool_mean_uncertainty", "valid_macro_f1_change", "suggest_stop")}}
     return {"id": summary["run_id"], "run_id": summary["run_id"],
+            **({"selection": selected} if selection else {}),
             "created_at": manifest.get("created_at"), "recorded_at": summary.get("recorded_at"),
             "model": get("train", "hparams_id"), "model_type": get("train", "model_type"),
             "baseline_model": get("baseline_train", "hparams_id"),
@@ -76,6 +85,23 @@ def run_document(summary: dict, manifest: dict) -> dict:
 def runs_store(settings: Settings) -> ProductStore:
     return ProductStore(settings.store_backend, settings.store_url, settings.runs_index,
                         mappings=RUN_MAPPINGS)
+
+
+def previous_exclusive_macro_f1(settings: Settings, run_id: str) -> float | None:
+    """The validation macro-F1 of the run recorded before ``run_id`` (None if none)."""
+    store = runs_store(settings)
+    if not store.client.indices.exists(index=settings.runs_index):
+        return None
+    store.refresh()
+    this = store.backend.search(settings.runs_index, {"size": 1, "query": {"term": {
+        "run_id": run_id}}})["hits"]["hits"]
+    query = {"bool": {"must_not": [{"term": {"run_id": run_id}}]}}
+    if this and this[0]["_source"].get("created_at"):
+        query["bool"]["filter"] = [{"range": {"created_at": {
+            "lt": this[0]["_source"]["created_at"]}}}]
+    hits = store.backend.search(settings.runs_index, {"size": 1, "query": query, "sort": [
+        {"created_at": "desc"}]})["hits"]["hits"]
+    return hits[0]["_source"].get("metrics", {}).get("exclusive_macro_f1") if hits else None
 
 
 def index_run(paths: RunPaths, settings: Settings) -> dict:

@@ -115,7 +115,7 @@ def fit_peer(paths, seed: int = 0) -> dict:
     if counts.get("exclusive_train", 0) == 0:
         log.warning("no labelled training products: no peer")
         return {"skipped": "no labelled training products", "trained_on": 0}
-    vocabs = task._vocabularies(paths)
+    vocabs = task.vocabularies(paths)
     names = vocabs.labels("exclusive")
     x, y, ids, groups = _features(paths, vocabs, "exclusive", "train")
     if len(np.unique(y)) < 2:  # nothing to compare with; the run goes on without it

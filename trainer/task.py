@@ -28,7 +28,7 @@ PREDICTIONS_PER_SHARD = 100_000
 TOP_K = 5
 
 
-def _vocabularies(paths: RunPaths) -> data.Vocabularies:
+def vocabularies(paths: RunPaths) -> data.Vocabularies:
     return data.Vocabularies(tft.TFTransformOutput(paths.transform_fn_dir), features.load())
 
 
@@ -61,7 +61,7 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     output; a model and a baseline live in different directories (``role``)."""
     keras.utils.set_random_seed(hparams.seed)
     accelerator = accelerator or accelerators.choose()
-    vocabs = _vocabularies(paths)
+    vocabs = vocabularies(paths)
     rows, per_epoch = training.training_rows(paths, hparams, vocabs, _example_counts(paths))
     with accelerator.strategy.scope():
         model = build(hparams, vocabs, accelerator)
@@ -144,8 +144,8 @@ def _probabilities(model, output) -> np.ndarray:
 
 
 def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") -> dict:
-    model, hparams = _load(paths, hparams_id, role)
-    vocabs = _vocabularies(paths)
+    model, hparams = load_trained(paths, hparams_id, role)
+    vocabs = vocabularies(paths)
     counts = _example_counts(paths)
     result = {"hparams_id": hparams_id, "split": split, "objectives": {}}
     for objective in hparams.objectives:
@@ -181,8 +181,8 @@ def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
     newest), the model, and per objective the top categories with scores and the
     predicted category's path.
     """
-    model, hparams = _load(paths, hparams_id, role)
-    vocabs = _vocabularies(paths)
+    model, hparams = load_trained(paths, hparams_id, role)
+    vocabs = vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
     files = [f for split in SPLITS for f in data.tfrecord_files(paths, CATALOG, split)]
     for stale in storage.glob(paths.predictions_dir + "part-*") + storage.glob(
@@ -245,8 +245,8 @@ class _ServingModule(tf.Module):
 
 
 def export(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
-    model, _ = _load(paths, hparams_id, role)
-    vocabs = _vocabularies(paths)
+    model, _ = load_trained(paths, hparams_id, role)
+    vocabs = vocabularies(paths)
     module = _ServingModule(model, vocabs.tft_output, vocabs)
     target = paths.checkpoints(hparams_id, role) + "saved_model"
     with tempfile.TemporaryDirectory() as tmp:
@@ -262,7 +262,7 @@ def _save_model(model, target: str) -> None:
         storage.upload(local, target)
 
 
-def _load(paths: RunPaths, hparams_id: str, role: str = "model"):
+def load_trained(paths: RunPaths, hparams_id: str, role: str = "model"):
     model_dir = paths.checkpoints(hparams_id, role)
     if not storage.exists(model_dir + MODEL_FILE):
         raise FileNotFoundError(f"no trained model at {model_dir}{MODEL_FILE}: run train first")

@@ -115,3 +115,17 @@ def test_a_good_trigger_is_accepted(dagbag, conf):
     params = copy.deepcopy(dagbag.dags["catalog_train"].params)
     params.update(conf)
     params.validate()
+
+
+def test_label_selection_follows_each_trained_run_through_an_asset(dagbag):
+    from prodcat_airflow.assets import TRAINED_RUN
+
+    selection = dagbag.dags["catalog_label_selection"]
+    assert TRAINED_RUN in selection.timetable.asset_condition.objects
+    assert TRAINED_RUN in dagbag.dags["catalog_train"].get_task("record_run_stats").outlets
+    order = ["resolve_run", "select.score", "select.choose", "select.queue", "record_stats"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in selection.get_task(upstream).downstream_task_ids
+    assert selection.params["strategy"] == "margin" and selection.doc_md
+    with pytest.raises(Exception, match="strategy"):
+        selection.params.update({"strategy": "psychic"})

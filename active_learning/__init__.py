@@ -1,0 +1,1 @@
+"""Active learning: which products the labelling team labels next."""
