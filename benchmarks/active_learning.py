@@ -26,6 +26,7 @@ and that count as a share of random's budget.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 import warnings
@@ -164,7 +165,7 @@ def simulate(data, strategy: str, seed: int, rounds: int, seed_share: float,
 
 def labels_to_reach(curve: list[tuple[int, float]], target: float) -> float | None:
     """The labels at which a (mean) learning curve first reaches ``target``, interpolated."""
-    for (n0, f0), (n1, f1) in zip(curve, curve[1:]):
+    for (n0, f0), (n1, f1) in itertools.pairwise(curve):
         if f0 >= target:
             return float(n0)
         if f1 >= target:

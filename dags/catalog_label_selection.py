@@ -38,7 +38,7 @@ STRATEGIES = ["random", "least_confidence", "margin", "entropy", "committee", "d
         "run_id": Param("", type="string", pattern="^$|" + ID_PATTERN, maxLength=ID_MAX_LENGTH,
                         title="Run id",
                         description="The trained run to select from. Empty: the run whose "
-                                    "training triggered this one."),
+                                    "training triggered this one (by hand: the latest)."),
         "strategy": Param("margin", type="string", enum=STRATEGIES, title="Strategy",
                           description="margin: the smallest gap between the two likeliest "
                                       "classes first; see the README for every strategy."),
@@ -56,15 +56,18 @@ STRATEGIES = ["random", "least_confidence", "margin", "entropy", "committee", "d
     },
 )
 def catalog_label_selection():
-    @task
-    def resolve_run(params=None, triggering_asset_events=None) -> str:
-        """The run asked for, or the one the triggering asset event names."""
+    @task(inlets=[TRAINED_RUN])
+    def resolve_run(params=None, triggering_asset_events=None, inlet_events=None) -> str:
+        """The run asked for; else the one whose trained-run event triggered this run;
+        else (a manual trigger) the latest trained run the asset knows."""
         if params["run_id"]:
             return params["run_id"]
         events = [e for found in (triggering_asset_events or {}).values() for e in found]
-        runs = [e.extra.get("run_id") for e in events if e.extra.get("run_id")]
+        if not events and inlet_events is not None:
+            events = list(inlet_events[TRAINED_RUN])
+        runs = [e.extra.get("run_id") for e in events if (e.extra or {}).get("run_id")]
         if not runs:
-            raise ValueError("no run id given and no catalog_train event names one")
+            raise ValueError("no run id given, and no catalog_train run has been recorded")
         return runs[-1]
 
     @task

@@ -87,4 +87,21 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
         assert 0 <= prediction["exclusive"]["score"] <= 1
         assert prediction["model"] == stats["train"]["hparams_id"]
         assert product["title"]  # the product's own fields are kept
+
+    # active learning follows the trained run (the asset's latest event names it): a batch
+    # of the training split chosen by strategy, a random share of valid/test, queued
+    selection = subprocess.run(
+        [airflow_bin(), "dags", "test", "catalog_label_selection", "--conf",
+         json.dumps({"batch_size": 20, "eval_share": 0.25})],
+        cwd=REPO_ROOT, env=airflow_env, capture_output=True, text=True, check=False)
+    assert selection.returncode == 0, selection.stdout[-5000:] + selection.stderr[-5000:]
+    stats = storage.read_json(paths.stats_file("run"))["stages"]
+    assert stats["selection"]["queued"] == 25 and stats["selection"]["queued_per_split"][
+        "train"] == 20
+    store.refresh()
+    requested = [p for p in store.iter_products() if p.get("label_request")]
+    assert len(requested) == 25 and not [p for p in requested if p.get("exclusive_label")]
+    assert {p["label_request"]["run_id"] for p in requested} == {"e2e-run"}
+    runs.refresh()
+    assert runs.get("e2e-run")["selection"]["queued"] == 25
     print(f"end-to-end run took {time.monotonic() - started:.0f} s")
