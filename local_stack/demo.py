@@ -36,13 +36,14 @@ def airflow_bin() -> str:
     return os.environ.get("PRODCAT_AIRFLOW_BIN") or str(REPO_ROOT / ".venvs" / "airflow" / "bin" / "airflow")
 
 
-def run_dag(run_id: str, conf: dict, env: dict) -> None:
-    command = [airflow_bin(), "dags", "test", "catalog_train", "--conf",
-               json.dumps({"run_id": run_id, **conf})]
-    log.info("running the catalog_train DAG: %s", " ".join(command))
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env)
+def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train") -> None:
+    command = [airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(
+        {"run_id": run_id, **conf} if run_id else conf)]
+    log.info("running the %s DAG: %s", dag_id, " ".join(command))
+    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False)
     if completed.returncode != 0:
-        raise RuntimeError(f"airflow dags test failed with exit code {completed.returncode}")
+        raise RuntimeError(f"airflow dags test {dag_id} failed with exit code "
+                           f"{completed.returncode}")
 
 
 def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: float) -> int:
@@ -97,6 +98,17 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
     if "objectives" in stages.get("peer_evaluate_valid", {}):
         peer = stages["peer_evaluate_valid"]
         lines += _metric_lines(f"peer C={peer['C']:g}", peer)
+    if "selection" in stages:
+        chosen = stages["selection"]
+        lines += [
+            f"labelling queue         {chosen['queued']} products queued by "
+            f"{chosen['strategy']}{' (diverse)' if chosen['diverse'] else ''}: "
+            + ", ".join(f"{n} {split}" for split, n in chosen["queued_per_split"].items())
+            + " (valid/test at random)",
+            f"  scores                {json.dumps(chosen['score_quantiles'])}",
+            "  predicted classes     " + ", ".join(
+                f"{name} {n}" for name, n in list(chosen["predicted_class_mix"].items())[:6]),
+            f"  stopping signal       {json.dumps(chosen['stopping'])}"]
     lines += [
         ("  (the same validation products for each, split by product group; macro-F1 is "
          "scikit-learn's)"),
@@ -137,6 +149,9 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
         catalogue = load_catalogue(store, args)
         log.info("catalogue loaded: %s", catalogue)
         run_dag(args.run_id, {"epochs": args.epochs}, env)
+        # active learning follows the trained run: no run id given, the trained-run asset's
+        # latest event names it, as when the scheduler triggers it on that event
+        run_dag("", {"batch_size": args.selection_batch}, env, "catalog_label_selection")
         published = storage.read_json(paths.stats_file("publish"))["published"]
         delivered = {"updated": wait_for_updates(store, args.run_id, published,
                                                  args.update_timeout),
@@ -164,6 +179,8 @@ def main(argv=None) -> int:
     parser.add_argument("--run-id", default="demo-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--update-timeout", type=float, default=300)
+    parser.add_argument("--selection-batch", type=int, default=100,
+                        help="training products active learning queues for labelling")
     args = parser.parse_args(argv)
     try:
         validate_id(args.run_id, "run_id")
