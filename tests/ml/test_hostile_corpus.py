@@ -29,7 +29,7 @@ from shared_config.paths import SPLITS, RunPaths
 from store import demo_catalog
 from store.client import ProductStore
 from store.load import Rejects, load_products
-from tests.ml.test_images import _corrupt_idat, _encoded, _png_claiming, png
+from tests.ml.test_images import Canary, _corrupt_idat, _encoded, _png_claiming, png
 
 GOOD_PRODUCTS = 2000
 IMAGE_HOST, CANARY_HOST = "127.0.0.3", "127.0.0.2"  # the image server is allowed, the canary not
@@ -57,19 +57,6 @@ def _hook(event, args):
 
 sys.addaudithook(_hook)
 '''
-
-
-class Canary(BaseHTTPRequestHandler):
-    hits: list = []  # noqa: RUF012
-
-    def do_GET(self):  # noqa: N802
-        Canary.hits.append(self.path)
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(png())
-
-    def log_message(self, *_):
-        pass
 
 
 class ImageServer(BaseHTTPRequestHandler):
