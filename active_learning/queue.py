@@ -62,8 +62,10 @@ def queue_batch(paths: RunPaths, store: ProductStore) -> dict:
     counts = collections.Counter(o if not o.startswith("rejected") else "rejected"
                                  for o in outcome.values())
     log.info("label requests: %s", dict(counts))
+    storage.write_json(paths.selection_dir + "queued.json",
+                       sorted(pid for pid, o in outcome.items() if o == APPLIED))
     return {"queued": counts.get(APPLIED, 0), "outcomes": dict(counts),
-            "queued_ids": sorted(pid for pid, o in outcome.items() if o == APPLIED)}
+            "queued_file": paths.selection_dir + "queued.json"}
 
 
 def record_selection(paths: RunPaths, previous_macro_f1: float | None = None) -> dict:
@@ -73,7 +75,8 @@ def record_selection(paths: RunPaths, previous_macro_f1: float | None = None) ->
     scored = storage.read_json(paths.stats_file("selection_score"))
     queued = storage.read_json(paths.stats_file("selection_queue"))
     chosen = {c["id"]: c for c in storage.read_json(paths.selection_dir + "batch.json")}
-    train = [chosen[i] for i in queued["queued_ids"] if chosen[i]["split"] == "train"]
+    queued_ids = storage.read_json(paths.selection_dir + "queued.json")
+    train = [chosen[i] for i in queued_ids if chosen[i]["split"] == "train"]
     scores = np.array([c["score"] for c in train]) if train else np.zeros(0)
     evaluated = storage.read_json(paths.stats_file("evaluate_valid")) if storage.exists(
         paths.stats_file("evaluate_valid")) else {}
@@ -82,8 +85,7 @@ def record_selection(paths: RunPaths, previous_macro_f1: float | None = None) ->
     result = {
         "strategy": scored["strategy"], "diverse": scored["diverse"],
         "queued": queued["queued"],
-        "queued_per_split": dict(collections.Counter(chosen[i]["split"]
-                                                     for i in queued["queued_ids"])),
+        "queued_per_split": dict(collections.Counter(chosen[i]["split"] for i in queued_ids)),
         "score_quantiles": {f"p{q}": round(float(np.percentile(scores, q)), 4)
                             for q in (0, 25, 50, 75, 100)} if len(scores) else {},
         "predicted_class_mix": dict(collections.Counter(c.get("predicted") for c in train)
