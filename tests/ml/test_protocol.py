@@ -104,14 +104,14 @@ def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
     # with both objectives the epoch kept serves both heads: their mean validation macro-F1
     from trainer import metrics as trainer_metrics
 
-    best = task._early_stopping(paths, HParams(hidden_units=(16,)), task._vocabularies(paths))
-    model = task.build(HParams(hidden_units=(16,)), task._vocabularies(paths))
+    best = task._early_stopping(paths, HParams(hidden_units=(16,)), task.vocabularies(paths))
+    model = task.build(HParams(hidden_units=(16,)), task.vocabularies(paths))
     best.set_model(model)
     best.on_epoch_end(0)
     exclusive = trainer_metrics.macro_f1(best.labels, best.predict(model))
     assert best.scores[0] == pytest.approx((exclusive + best.extra_score(model)) / 2)
     assert task._rule_based_score(paths, HParams(objectives=("exclusive",)),
-                                  task._vocabularies(paths)) is None
+                                  task.vocabularies(paths)) is None
 
 
 def test_the_peers_c_comes_from_grouped_folds():
