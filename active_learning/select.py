@@ -172,8 +172,8 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
             if strategy == "random":
                 values = strategies.random_scores([ids[r] for r in keep], seed)
             elif strategy == "committee":
-                votes = [np.asarray(m(inputs, training=False)["exclusive"])[keep]
-                         for m in members]
+                votes = [probabilities] + [  # the model's own answer is computed already
+                    np.asarray(m(inputs, training=False)["exclusive"])[keep] for m in members[1:]]
                 votes += [np.asarray(model(inputs, training=True)["exclusive"])[keep]
                           for _ in range(committee_dropout)]
                 values = strategies.committee(votes)
@@ -218,8 +218,7 @@ def choose(paths: RunPaths, store) -> dict:
     """The batch: the best candidates the store has neither labelled nor queued."""
     scored = storage.read_json(paths.stats_file("selection_score"))
     candidates = _read_candidates(paths)
-    state = {doc["_id"]: doc.get("_source") or {} for doc in store.backend.mget(
-        store.index, [c["id"] for c in candidates]) if doc.get("found")}
+    state = store.sources([c["id"] for c in candidates])
     open_ = [c for c in candidates if c["id"] in state and not state[c["id"]].get(
         "exclusive_label") and not state[c["id"]].get("label_request")]
     train = [c for c in open_ if c["split"] == "train"]
@@ -262,6 +261,14 @@ def main(argv=None) -> None:
     if args.batch_size < 1 or not 0 <= args.eval_share <= 1 or args.committee_dropout < 0:
         parser.error("--batch-size must be positive, --eval-share in [0, 1], "
                      "--committee-dropout >= 0")
+    try:
+        _run(args, paths)
+    except FileNotFoundError as err:  # a run not trained, or a command before its turn
+        parser.exit(1, f"error: run {args.run_id}: {err} (train the run, then run the "
+                       "commands in order: score, choose, queue, stats)\n")
+
+
+def _run(args, paths: RunPaths) -> None:
     from store.client import ProductStore
 
     if args.command == "score":

@@ -22,6 +22,7 @@ TEMPLATES = {
     "run": "{prefix}/runs/{run_id}",
     "manifest": "{prefix}/runs/{run_id}/run.json",
     "dump": "{prefix}/runs/{run_id}/dump/",
+    "tfrecords_dir": "{prefix}/runs/{run_id}/tfrecords/",
     "tfrecords": "{prefix}/runs/{run_id}/tfrecords/{objective}_{split}.tfrecords",
     "example_counts": "{prefix}/runs/{run_id}/tfrecords/counts.json",
     "transform_fn": "{prefix}/runs/{run_id}/transform_fn/",
@@ -125,7 +126,7 @@ class RunPaths:
 
     @property
     def tfrecords_dir(self) -> str:
-        return self.tfrecords(OBJECTIVES[0], SPLITS[0]).rsplit("/", 1)[0] + "/"
+        return self._fill("tfrecords_dir")
 
     @property
     def transform_fn_dir(self) -> str:

@@ -183,6 +183,11 @@ class ProductStore:
         overloaded, or its index being recreated), rather than never going to succeed."""
         return self.backend.transient(err)
 
+    def sources(self, ids: list[str]) -> dict[str, dict]:
+        """``{id: document}`` of the ids that exist, in one request."""
+        return {doc["_id"]: doc.get("_source") or {} for doc in self.backend.mget(self.index, ids)
+                if doc.get("found")}
+
     def get(self, product_id: str) -> dict:
         return self.client.get(index=self.index, id=product_id)["_source"]
 
