@@ -238,7 +238,9 @@ def _read_local(path: str, policy: FetchPolicy) -> bytes:
     return data
 
 
-def _read(ref: str, policy: FetchPolicy) -> bytes:
+def read(ref: str, policy: FetchPolicy) -> bytes:
+    """The reference's bytes as stored, read within the policy (no decoding, no retries);
+    ImageError with the reason otherwise. The labelling UI serves images through it."""
     if "\x00" in ref:
         raise ImageError("not a valid reference: it holds a NUL character")
     try:
@@ -287,7 +289,7 @@ def fetch(ref: str, policy: FetchPolicy, size: int | None = None) -> bytes:
     after the allowed retries."""
     for attempt in range(policy.retries + 1):
         try:
-            data = _read(ref, policy)
+            data = read(ref, policy)
             return normalise(data, size, policy) if size else _check_decodes(data, policy)
         except ImageError as err:
             if not err.transient or attempt == policy.retries:

@@ -31,6 +31,12 @@ PRODUCT_MAPPINGS = {
         "rule_labels": {"type": "keyword"},
         "exclusive_label": {"type": "keyword"},
         "label_source": {"type": "keyword"},
+        # a person's label (webui/labelling.py): who, when, the label's own version
+        "label_none": {"type": "boolean"},
+        "labelled_by": {"type": "keyword"},
+        "labelled_at": {"type": "date"},
+        "label_version": {"type": "long"},
+        "label_history": {"type": "object", "enabled": False},
         "prediction_run_id": {"type": "keyword"},
         "prediction_version": {"type": "long"},
         "prediction_path": {"type": "keyword"},

@@ -24,6 +24,7 @@ RUN_MAPPINGS = {
     "properties": {
         "id": {"type": "keyword"},
         "run_id": {"type": "keyword"},
+        "airflow_run_id": {"type": "keyword"},
         "created_at": {"type": "date"},
         "recorded_at": {"type": "date"},
         "model": {"type": "keyword"},
@@ -75,7 +76,8 @@ def run_document(summary: dict, manifest: dict) -> dict:
                     "pool_mean_uncertainty", "valid_macro_f1_change", "suggest_stop")}}
     return {"id": summary["run_id"], "run_id": summary["run_id"],
             **({"selection": selected} if selection else {}),
-            "created_at": manifest.get("created_at"), "recorded_at": summary.get("recorded_at"),
+            "created_at": manifest.get("created_at"),
+            "airflow_run_id": manifest.get("airflow_run_id"), "recorded_at": summary.get("recorded_at"),
             "model": get("train", "hparams_id"), "model_type": get("train", "model_type"),
             "baseline_model": get("baseline_train", "hparams_id"),
             "counts": {k: v for k, v in counts.items() if v is not None},

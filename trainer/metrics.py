@@ -35,12 +35,16 @@ def exclusive_metrics(labels: np.ndarray, probabilities: np.ndarray, names: list
     fn = np.array([np.sum((predicted != c) & (labels == c)) for c in classes])
     precision, recall, f1 = _prf(tp, fp, fn)
     support = tp + fn
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    np.add.at(confusion, (labels.astype(np.int64), predicted), 1)
     return {
         "examples": len(labels),
         "accuracy": float(np.mean(predicted == labels)) if len(labels) else 0.0,
         "macro_f1": macro_f1(labels, predicted),
         "per_class": {names[c]: {"precision": float(precision[c]), "recall": float(recall[c]),
                                  "f1": float(f1[c]), "support": int(support[c])} for c in classes},
+        # rows: the true class, columns: the predicted class, in ``names`` order
+        "confusion": {"classes": list(names), "matrix": confusion.tolist()},
     }
 
 

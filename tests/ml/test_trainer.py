@@ -26,6 +26,9 @@ def test_exclusive_metrics_on_a_hand_made_case():
     assert result["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     assert result["per_class"]["b"]["precision"] == 0.5 and result["per_class"]["b"]["recall"] == 1
     assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    # rows are the truth, columns the prediction: one a->a, one a->b, b->b, c->a
+    assert result["confusion"] == {"classes": ["a", "b", "c"],
+                                   "matrix": [[1, 1, 0], [0, 1, 0], [1, 0, 0]]}
 
 
 def test_macro_f1_is_scikit_learns_on_hand_made_predictions():
