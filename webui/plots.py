@@ -42,7 +42,7 @@ def confusion_matrix(classes: list[str], matrix: list[list[int]], cell: int = 22
     """A heat map: rows the true class, columns the predicted one, the count in each cell."""
     n = len(classes)
     label_w = 200
-    size = label_w + n * cell + 10
+    size = max(label_w + n * cell + 10, 480)
     height = 20 + n * cell + 10
     peak = max((max(row) for row in matrix if row), default=0) or 1
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}" '
