@@ -12,19 +12,21 @@ STATE := $(CURDIR)/.prodcat
 export PYTHONPATH := $(CURDIR)
 export AIRFLOW_HOME ?= $(STATE)/airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export PRODCAT_ML_PYTHON ?= $(ML_PYTHON)
 export PRODCAT_AIRFLOW_BIN ?= $(VENVS)/airflow/bin/airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test up airflow-ui lock lint-docker clean
+.PHONY: help install demo test up ui airflow-ui lock lint-docker clean
 
 help:
 	@echo "make demo        install, start the local stack, run catalog_train once, print a summary"
 	@echo "make test        install and run the test suite"
 	@echo "make up          keep the local stack (store, RabbitMQ, updater) running until Ctrl-C"
-	@echo "make airflow-ui  serve the Airflow UI (and scheduler) on http://localhost:8080"
+	@echo "make ui          serve the labelling and admin UI on its own on http://127.0.0.1:8090"
+	@echo "make airflow-ui  serve the Airflow UI (and scheduler) on http://localhost:8080, the labelling UI in it"
 	@echo "make lock        re-pin requirements/*.lock.txt from requirements/*.in"
 	@echo "make clean       remove the environments and local state"
 
@@ -38,12 +40,15 @@ $(VENVS)/%/.installed: requirements/%.lock.txt
 	$(VENVS)/$*/bin/pip install --quiet --requirement $<
 	touch $@
 
-# Debian: rabbitmq-server, and package lists that know dataset-fashion-mnist.
+# Debian: rabbitmq-server, chromium + chromium-driver (the UI's browser tests), and
+# package lists that know dataset-fashion-mnist.
+DEBIAN_PACKAGES := rabbitmq-server chromium chromium-driver
 $(STATE)/.debian-ready:
 	@mkdir -p $(STATE)
-	@if ! command -v rabbitmq-server >/dev/null; then \
-	  echo "==> installing rabbitmq-server (Debian package)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rabbitmq-server >/dev/null; \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "==> installing Debian packages:" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	elif ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then \
 	  apt-get update -qq; \
 	fi
@@ -66,10 +71,13 @@ demo: install
 
 test: install
 	$(ML_PYTHON) -m pytest tests/ml
-	$(AIRFLOW_PYTHON) -m pytest tests/airflow
+	$(AIRFLOW_PYTHON) -m pytest tests/airflow tests/webui
 
 up: install
 	$(ML_PYTHON) -m local_stack.up
+
+ui: install
+	$(AIRFLOW_PYTHON) -m webui
 
 airflow-ui: install
 	PATH="$(VENVS)/airflow/bin:$$PATH" AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS=True airflow standalone

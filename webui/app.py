@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
 from starlette.middleware.sessions import SessionMiddleware
 
 from beam_pipelines import images
@@ -65,6 +66,13 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
                        same_site="strict", max_age=12 * 3600)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")
+
+    @pass_context
+    def href(context, route: str, /, **params) -> str:
+        """A page's path (no scheme or host: right behind any proxy, and under the mount)."""
+        return context["request"].url_for(route, **params).path
+
+    templates.env.globals["href"] = href
     auth = Auth(settings)
     data = catalog.Catalog(settings.store)
     policy = images.FetchPolicy(local_roots=settings.store.image_roots, retries=0,
@@ -100,7 +108,7 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
     def back(request: Request, name: str, flash: str | None = None, **params) -> RedirectResponse:
         if flash:
             request.session["flash"] = flash
-        url = str(request.url_for(name, **params))
+        url = request.url_for(name, **params).path
         return RedirectResponse(url, status_code=303)
 
     @app.exception_handler(NotLoggedIn)
@@ -144,14 +152,14 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
         if not isinstance(name, str) or not isinstance(password, str) \
                 or auth.login(request, name, password) is None:
             request.session["flash"] = "Unknown user or wrong password."
-            return RedirectResponse(str(request.url_for("login_form")), status_code=303)
+            return RedirectResponse(request.url_for("login_form").path, status_code=303)
         return back(request, "queue")
 
     @app.post("/logout", name="logout")
     async def logout(request: Request):
         await posted(request)
         auth.logout(request)
-        return RedirectResponse(str(request.url_for("login_form")), status_code=303)
+        return RedirectResponse(request.url_for("login_form").path, status_code=303)
 
     @app.get("/", name="home")
     async def home(request: Request):
@@ -275,7 +283,7 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
             f" Not written ({len(refused)}): " + "; ".join(refused[:10]) if refused else "")
         request.session["flash"] = note
         category = form.get("category") if isinstance(form.get("category"), str) else ""
-        url = str(request.url_for("bulk")) + (f"?category={quote(category)}" if category else "")
+        url = request.url_for("bulk").path + (f"?category={quote(category)}" if category else "")
         return RedirectResponse(url, status_code=303)
 
     # -- products -------------------------------------------------------------------------

@@ -117,4 +117,4 @@ class Auth:
             from airflow.api_fastapi.app import get_auth_manager
 
             return get_auth_manager().get_url_login(next_url=str(request.url))
-        return str(request.url_for("login_form"))
+        return request.url_for("login_form").path

@@ -19,8 +19,6 @@ from tests.webui.conftest import PASSWORDS
 from webui.app import create_app
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason=(
-    "needs Debian's chromium and chromium-driver (make install puts them there)"))
 ARTEFACTS = Path(os.environ.get("PRODCAT_TEST_ARTEFACTS") or Path(__file__).resolve().parents[2]
                  / ".prodcat" / "test-artefacts") / "webui"
 
@@ -46,6 +44,8 @@ def server(ui_settings):
 
 
 def browser():
+    if not (CHROMIUM and DRIVER):
+        pytest.fail("these tests need Debian's chromium and chromium-driver: run `make install`")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

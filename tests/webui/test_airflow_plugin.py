@@ -1,0 +1,85 @@
+"""The plugin in a real Airflow api-server: the menu entries are there, the pages answer
+for Airflow's user, and nobody else gets in."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from local_stack.services import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+AIRFLOW = Path(sys.executable).with_name("airflow")
+
+
+@pytest.fixture
+def api_server(ui_settings, tmp_path):
+    home = tmp_path / "airflow"
+    home.mkdir()
+    env = {**os.environ, **ui_settings.store.as_env(), "AIRFLOW_HOME": str(home),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(tmp_path / "no-dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+           "PYTHONPATH": str(ROOT), "PRODCAT_UI_AUTH": "airflow",
+           "PRODCAT_UI_DIR": os.environ["PRODCAT_UI_DIR"],
+           "PRODCAT_IMAGE_ROOTS": os.environ["PRODCAT_IMAGE_ROOTS"]}
+    migrated = Path(os.environ.get("AIRFLOW_HOME", "")) / "airflow.db"
+    if migrated.is_file():  # the database `make install` migrated: a copy is quicker
+        shutil.copy(migrated, home / "airflow.db")
+    else:
+        subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    port = free_port()
+    log = open(tmp_path / "api-server.log", "w")
+    process = subprocess.Popen([AIRFLOW, "api-server", "--port", str(port), "--host",
+                                "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/api/v2/monitor/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None:
+            break
+        time.sleep(1)
+    else:
+        process.terminate()
+        pytest.fail("the api-server did not answer in 120 s: "
+                    + (tmp_path / "api-server.log").read_text()[-3000:])
+    if process.poll() is not None:
+        pytest.fail("the api-server stopped: " + (tmp_path / "api-server.log").read_text()[-3000:])
+    yield base
+    process.terminate()
+    process.wait(30)
+    log.close()
+
+
+def test_the_plugin_is_in_the_menu_and_its_pages_answer(api_server):
+    anonymous = httpx.Client(base_url=api_server, timeout=30)
+    # no Airflow session: sent to Airflow's login, nothing shown
+    response = anonymous.get("/prodcat/queue")
+    assert response.status_code == 303 and "/auth/" in response.headers["location"]
+    # an Airflow session (all-admins mode logs in with no password)
+    client = httpx.Client(base_url=api_server, timeout=30, follow_redirects=True)
+    client.get("/auth/token/login")
+    assert "_token" in client.cookies
+    plugins = client.get("/api/v2/plugins").json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "prodcat_ui")
+    assert {v["name"]: v["href"] for v in ours["external_views"]} == {
+        "Labelling": "/prodcat/queue", "Products": "/prodcat/products",
+        "prodcat runs": "/prodcat/runs"}
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/prodcat"
+    queue = client.get("/prodcat/queue")
+    assert queue.status_code == 200 and 'id="product-id">p000<' in queue.text
+    assert "(admin)" in queue.text  # Airflow's admin is the UI's admin
+    assert 'href="/prodcat/runs"' in queue.text  # links stay under the mount
+    assert client.get("/prodcat/runs/r1").status_code == 200
+    assert client.get("/prodcat/products/p001/image").headers["content-type"] == "image/png"
