@@ -3,8 +3,9 @@
 Starts the store, a RabbitMQ node and the updater, loads the demo catalogue
 (built from real public data; the labelling oracle reveals a few exact labels),
 runs the ``catalog_train`` DAG once through Airflow (``airflow dags test``),
-waits until the updater has written the predictions into the store, and prints
-a summary of every stage.
+runs ``catalog_label_selection`` after it, waits until the updater has written the
+predictions into the store, prints a summary of every stage, and ends by serving
+the labelling UI (``local_stack/ui.py``) with the queue active learning filled.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from urllib.parse import quote
 
 from catalog_data import oracle, reviews_catalog
 from local_stack.stack import REPO_ROOT, running_stack
+from local_stack.ui import running_ui, serve
 from shared_config import storage
 from shared_config.cli import setup_logging
 from shared_config.paths import RunPaths, validate_id
@@ -143,7 +145,7 @@ def load_catalogue(store: ProductStore, args) -> dict:
                                     labelled["labelled_per_split"].items()) + ")"}
 
 
-def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
+def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
     with running_stack(settings):
         store = ProductStore.from_settings(settings)
         catalogue = load_catalogue(store, args)
@@ -164,7 +166,21 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict):
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction_path",
                                            "prediction")} if found else {}
-    return delivered, published, sample, catalogue
+        print(summary(paths, delivered, sample, catalogue))
+        if min(delivered["updated"], delivered["with_path"]) < published:
+            print(f"error: only {delivered['updated']} of {published} predictions reached the "
+                  f"store ({delivered['with_path']} with a category path)", file=sys.stderr)
+            return 1
+        if args.ui_port:
+            with running_ui(env, args.ui_port) as ui:
+                print(f"\nlabelling UI: {ui['url']}  (user {ui['user']}, password in "
+                      f"{ui['password_file']}); queue: {ui['progress']['queue_left']} products")
+                if args.serve_ui is None and not sys.stdin.isatty():
+                    print("not a terminal: the stack and the UI stop now (--serve-ui SECONDS "
+                          "keeps them up; `make up` serves them with the demo catalogue)")
+                elif args.serve_ui != 0:
+                    serve(args.serve_ui)
+    return 0
 
 
 
@@ -181,6 +197,11 @@ def main(argv=None) -> int:
     parser.add_argument("--update-timeout", type=float, default=300)
     parser.add_argument("--selection-batch", type=int, default=100,
                         help="training products active learning queues for labelling")
+    parser.add_argument("--ui-port", type=int, default=8090,
+                        help="serve the labelling UI here at the end (0: do not start it)")
+    parser.add_argument("--serve-ui", type=float, default=None, metavar="SECONDS",
+                        help="keep the stack and the UI up this long at the end (default: until "
+                             "Ctrl-C in a terminal, not at all otherwise)")
     args = parser.parse_args(argv)
     try:
         validate_id(args.run_id, "run_id")
@@ -190,16 +211,10 @@ def main(argv=None) -> int:
     paths = RunPaths.for_run(args.run_id, settings.prefix)
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
     try:
-        delivered, published, sample, catalogue = run_demo(args, settings, paths, env)
+        return run_demo(args, settings, paths, env)
     except (RuntimeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(summary(paths, delivered, sample, catalogue))
-    if min(delivered["updated"], delivered["with_path"]) < published:
-        print(f"error: only {delivered['updated']} of {published} predictions reached the store "
-              f"({delivered['with_path']} with a category path)", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -20,9 +20,10 @@ _env = {**os.environ, "PRODCAT_UI_AUTH": os.environ.get("PRODCAT_UI_AUTH", "airf
 
 class ProdcatUiPlugin(AirflowPlugin):
     name = "prodcat_ui"
-    fastapi_apps = [{"app": create_app(UiSettings.from_env(_env)), "url_prefix": URL_PREFIX,
-                     "name": "prodcat labelling and admin"}]
-    external_views = [
+    fastapi_apps = [  # noqa: RUF012 (Airflow reads plugins' class attributes)
+        {"app": create_app(UiSettings.from_env(_env)), "url_prefix": URL_PREFIX,
+         "name": "prodcat labelling and admin"}]
+    external_views = [  # noqa: RUF012
         {"name": "Labelling", "href": f"{URL_PREFIX}/queue", "destination": "nav",
          "url_route": "prodcat-labelling", "category": "prodcat"},
         {"name": "Products", "href": f"{URL_PREFIX}/products", "destination": "nav",

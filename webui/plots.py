@@ -16,8 +16,8 @@ def per_class_bars(rows: list[dict], width: int = 640) -> str:
     label_w, bar_h, gap = 200, 7, 8
     height = len(rows) * (3 * bar_h + gap) + 30
     scale = width - label_w - 50
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'role="img" aria-label="per-class precision, recall and F1">']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+              f'role="img" aria-label="per-class precision, recall and F1">')]
     for i, (name, colour) in enumerate(COLOURS.items()):
         parts.append(f'<rect x="{label_w + i * 90}" y="2" width="10" height="10" '
                      f'fill="{colour}"/><text x="{label_w + i * 90 + 14}" y="11" '
@@ -45,10 +45,10 @@ def confusion_matrix(classes: list[str], matrix: list[list[int]], cell: int = 22
     size = max(label_w + n * cell + 10, 480)
     height = 20 + n * cell + 10
     peak = max((max(row) for row in matrix if row), default=0) or 1
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}" '
-             f'role="img" aria-label="confusion matrix">',
-             f'<text x="{label_w}" y="12" font-size="11">predicted (columns; hover for '
-             f'names) / true (rows)</text>']
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{height}" '
+              f'role="img" aria-label="confusion matrix">'),
+             (f'<text x="{label_w}" y="12" font-size="11">predicted (columns; hover for '
+              f'names) / true (rows)</text>')]
     for i, name in enumerate(classes):
         y = 20 + i * cell
         parts.append(f'<text x="{label_w - 6}" y="{y + cell * 0.7:.0f}" font-size="10" '

@@ -36,9 +36,9 @@ def api_server(ui_settings, tmp_path):
     else:
         subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     port = free_port()
-    log = open(tmp_path / "api-server.log", "w")
-    process = subprocess.Popen([AIRFLOW, "api-server", "--port", str(port), "--host",
-                                "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "api-server.log", "w") as log:
+        process = subprocess.Popen([AIRFLOW, "api-server", "--port", str(port), "--host",
+                                    "127.0.0.1"], env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -59,7 +59,6 @@ def api_server(ui_settings, tmp_path):
     yield base
     process.terminate()
     process.wait(30)
-    log.close()
 
 
 def test_the_plugin_is_in_the_menu_and_its_pages_answer(api_server):
