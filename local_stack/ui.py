@@ -24,6 +24,7 @@ from webui import users
 from webui.settings import UiSettings
 
 log = logging.getLogger("prodcat.local_stack")
+logging.getLogger("httpx").setLevel(logging.WARNING)
 DEMO_USER = "demo"
 
 

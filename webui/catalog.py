@@ -79,7 +79,7 @@ class Catalog:
                              if row.get("objective") == "exclusive" and row.get("model") == "model")
         labels = self.products.client.search(index=self.products.index, body={
             "size": 0, "aggs": {"labels": {"terms": {"field": "exclusive_label", "size": 1000}}}})
-        names.update(b["key"] for b in labels["aggregations"]["labels"]["buckets"])
+        names.update(b["key"] for b in labels["aggregations"]["labels"]["buckets"] if b["key"])
         result = sorted(names)
         self._categories = (time.monotonic(), result)
         return result

@@ -24,7 +24,11 @@ MANUAL = "manual"
 CONFLICT = "conflict"
 HISTORY_KEPT = 50
 LABEL_FIELDS = ("exclusive_label", "label_none", "label_source", "labelled_by", "labelled_at")
-UNLABELLED = [{"exists": {"field": "exclusive_label"}}, {"exists": {"field": "labelled_at"}}]
+# Feeds carry ``exclusive_label: ""`` for "no label": labelled means a non-empty label, or a
+# person's answer (``labelled_at``: "none of these" has no label).
+LABELLED = {"bool": {"filter": [{"exists": {"field": "exclusive_label"}}],
+                     "must_not": [{"term": {"exclusive_label": ""}}]}}
+UNLABELLED = [LABELLED, {"exists": {"field": "labelled_at"}}]
 QUEUE_QUERY = {"bool": {"filter": [{"exists": {"field": "label_request"}}],
                         "must_not": UNLABELLED}}
 

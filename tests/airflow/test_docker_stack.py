@@ -20,7 +20,7 @@ DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
 def test_compose_declares_the_production_services():
     services = COMPOSE["services"]
     for name in ("elasticsearch", "rabbitmq", "postgres", "airflow-apiserver", "airflow-scheduler",
-                 "airflow-dag-processor", "airflow-triggerer", "updater", "trainer-gpu"):
+                 "airflow-dag-processor", "airflow-triggerer", "updater", "trainer-gpu", "ui"):
         assert name in services, name
     assert "15672:15672" in services["rabbitmq"]["ports"]  # management UI
     gpu = services["trainer-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]

@@ -37,7 +37,7 @@ def product(i: int, image_dir, queued: bool) -> dict:
     doc = {"id": f"p{i:03d}", "group_id": f"g{i // 2}", "title": f"Product {i} soft cotton",
            "description": "<script>alert(1)</script> a hostile description",
            "brand": "Acme", "raw_category": "women > tops", "price": 10.0 + i,
-           "image": str(image), "rule_labels": [ranked[0]],
+           "image": str(image), "rule_labels": [ranked[0]], "exclusive_label": "",  # as feeds have it
            "prediction": {"run_id": "r1", "version": 1001, "exclusive": {
                "category": ranked[0], "score": scores[0], "path": ranked[0].split(" > "),
                "top": [{"category": c, "score": s} for c, s in zip(ranked, scores, strict=False)]}},
