@@ -177,7 +177,7 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
                       f"{ui['password_file']}); queue: {ui['progress']['queue_left']} products")
                 if args.serve_ui is None and not sys.stdin.isatty():
                     print("not a terminal: the stack and the UI stop now (--serve-ui SECONDS "
-                          "keeps them up; `make up` serves them with the demo catalogue)")
+                          "keeps them up; `make up` serves a generated catalogue with the UI)")
                 elif args.serve_ui != 0:
                     serve(args.serve_ui)
     return 0
