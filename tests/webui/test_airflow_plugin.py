@@ -82,3 +82,32 @@ def test_the_plugin_is_in_the_menu_and_its_pages_answer(api_server):
     assert 'href="/prodcat/runs"' in queue.text  # links stay under the mount
     assert client.get("/prodcat/runs/r1").status_code == 200
     assert client.get("/prodcat/products/p001/image").headers["content-type"] == "image/png"
+
+
+def test_the_airflow_ui_shows_the_menu_and_opens_the_queue_in_it(api_server):
+    from selenium.webdriver.common.by import By
+
+    from tests.webui.test_browser import browser, shot, wait_for
+
+    driver = browser()
+    try:
+        driver.get(api_server + "/auth/token/login")  # all-admins mode: a session, no password
+        # the menu: Plugins > prodcat > Labelling
+        wait_for(driver, lambda d: d.find_elements(
+            By.XPATH, "//button[normalize-space()='Plugins']"), 60)[0].click()
+        wait_for(driver, lambda d: d.find_elements(
+            By.XPATH, "//*[@role='menuitem'][normalize-space()='prodcat']"))[0].click()
+        link = wait_for(driver, lambda d: d.find_elements(
+            By.XPATH, "//*[@role='menuitem'][normalize-space()='Labelling']"))
+        assert driver.find_elements(By.XPATH, "//*[@role='menuitem'][normalize-space()='Products']")
+        shot(driver, "airflow_menu")
+        link[0].click()
+        frame = wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "iframe"), 30)[0]
+        assert frame.get_attribute("src").endswith("/prodcat/queue")
+        driver.switch_to.frame(frame)
+        wait_for(driver, lambda d: d.find_elements(By.ID, "product-id"), 30)
+        assert driver.find_element(By.ID, "product-id").text == "p000"
+        driver.switch_to.default_content()
+        shot(driver, "airflow_labelling")
+    finally:
+        driver.quit()
