@@ -9,7 +9,8 @@ The store and runs index come from ``shared_config.settings``; the rest is the U
   (``.prodcat/ui`` in the checkout);
 - ``PRODCAT_UI_SECRET``: the key that signs session cookies; by default a random key
   kept in ``{PRODCAT_UI_DIR}/secret`` (created with mode 0600 at first start);
-- ``PRODCAT_AIRFLOW_URL``: the Airflow UI, for links to a run's DAG run;
+- ``PRODCAT_AIRFLOW_URL``: the Airflow UI, for links to a run's DAG run (by default
+  ``http://localhost:8080``, or the same origin when mounted in Airflow);
 - ``PRODCAT_TENSORBOARD_URL``: a TensorBoard serving the runs' logs, for links (none
   by default: the run page then shows the log directory);
 - ``PRODCAT_UI_FIGURES``: a directory of benchmark plots (``label_efficiency_*.png``,
@@ -54,7 +55,9 @@ class UiSettings:
         return cls(store=Settings.from_env(env), auth=auth,
                    users_file=Path(env.get("PRODCAT_UI_USERS") or ui_dir / "users.json"),
                    secret=env.get("PRODCAT_UI_SECRET") or _secret(ui_dir / "secret"),
-                   airflow_url=env.get("PRODCAT_AIRFLOW_URL", "http://localhost:8080").rstrip("/"),
+                   # inside Airflow, its pages are on the same origin
+                   airflow_url=env.get("PRODCAT_AIRFLOW_URL", "" if auth == "airflow"
+                                       else "http://localhost:8080").rstrip("/"),
                    tensorboard_url=env.get("PRODCAT_TENSORBOARD_URL", "").rstrip("/"),
                    figures_dir=Path(env.get("PRODCAT_UI_FIGURES") or PROJECT_DIR / "docs"))
 

@@ -81,6 +81,8 @@ def test_the_plugin_is_in_the_menu_and_its_pages_answer(api_server):
     assert "(admin)" in queue.text  # Airflow's admin is the UI's admin
     assert 'href="/prodcat/runs"' in queue.text  # links stay under the mount
     assert client.get("/prodcat/runs/r1").status_code == 200
+    # the DAG run's link stays in this Airflow
+    assert 'href="/dags/catalog_train/runs/manual__2026-11-21"' in client.get("/prodcat/runs").text
     assert client.get("/prodcat/products/p001/image").headers["content-type"] == "image/png"
 
 
