@@ -240,3 +240,13 @@ def test_passwords_are_hashed_and_checked(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(users.UserError, match="not a map"):
         users.load(path)
+
+
+def test_runs_link_to_tensorboard_only_when_one_is_configured(ui_settings):
+    import dataclasses
+
+    assert "TensorBoard</a>" not in login(ui_settings, "root").get("/runs").text
+    with_board = dataclasses.replace(ui_settings, tensorboard_url="http://board:6006")
+    root = login(with_board, "root")
+    assert 'href="http://board:6006/?regexInput=r1"' in root.get("/runs").text
+    assert 'href="http://board:6006/?regexInput=r1"' in root.get("/runs/r1").text
