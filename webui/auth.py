@@ -1,6 +1,7 @@
 """Who is asking, and may they: sessions, roles, CSRF.
 
-- ``local``: a login form checks the users file (``webui/users.py``); the session
+- ``local``: a login form checks the users file (``webui/users.py``; five failures for
+  one name within five minutes lock that name out for the rest of them); the session
   is a cookie signed with the UI's secret (Starlette's ``SessionMiddleware``), and
   the user's role is read from the file on every request, so removing a user or
   changing a role takes effect at once.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -28,6 +30,7 @@ from webui import users
 
 log = logging.getLogger("prodcat.webui")
 AIRFLOW_RESOURCE = "prodcat"
+MAX_FAILURES, LOCKOUT_SECONDS = 5, 300.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ def check_csrf(request: Request, form) -> None:
 class Auth:
     def __init__(self, settings):
         self.settings = settings
+        self._failures: dict[str, list[float]] = {}
 
     async def user(self, request: Request) -> User | None:
         if self.settings.auth == "airflow":
@@ -80,10 +84,21 @@ class Auth:
         return User(name, entry["role"]) if entry else None
 
     def login(self, request: Request, name: str, password: str) -> User | None:
+        """The user, or None for a wrong name or password, or while the name is locked out
+        (``MAX_FAILURES`` failed logins within ``LOCKOUT_SECONDS``: password guessing)."""
+        now = time.monotonic()
+        recent = [t for t in self._failures.get(name, []) if now - t < LOCKOUT_SECONDS]
+        if len(recent) >= MAX_FAILURES:
+            log.warning("login refused: too many failures for one user name")
+            return None
         role = users.authenticate(self.settings.users_file, name, password)
         if role is None:
             log.info("failed login for a user name of %d characters", len(name))
+            if len(self._failures) > 10_000:  # bounded memory under a flood of names
+                self._failures.clear()
+            self._failures[name] = [*recent, now]
             return None
+        self._failures.pop(name, None)
         request.session.clear()  # a new session on login: nothing carried over
         request.session["user"] = name
         csrf_token(request)

@@ -250,3 +250,19 @@ def test_runs_link_to_tensorboard_only_when_one_is_configured(ui_settings):
     root = login(with_board, "root")
     assert 'href="http://board:6006/?regexInput=r1"' in root.get("/runs").text
     assert 'href="http://board:6006/?regexInput=r1"' in root.get("/runs/r1").text
+
+
+def test_repeated_failed_logins_lock_the_name_out(ui_settings):
+    client = TestClient(create_app(ui_settings), follow_redirects=True)
+    token = csrf(client.get("/login"))
+    for _ in range(5):
+        client.post("/login", data={"username": "alice", "password": "guess",
+                                    "csrf_token": token})
+    # the right password no longer works for a while; another name is not affected
+    response = client.post("/login", data={"username": "alice",
+                                            "password": PASSWORDS["alice"], "csrf_token": token})
+    assert "Unknown user or wrong password" in response.text
+    assert client.get("/queue", follow_redirects=False).status_code == 303
+    response = client.post("/login", data={"username": "bob", "password": PASSWORDS["bob"],
+                                            "csrf_token": token})
+    assert "bob (labeller)" in response.text
