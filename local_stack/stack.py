@@ -31,7 +31,7 @@ def start_updater(env: dict, log_path: Path) -> subprocess.Popen:
                             stdout=handle, stderr=subprocess.STDOUT)
 
 
-def stop_updater(process: subprocess.Popen, timeout: float = 30) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -60,6 +60,6 @@ def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: 
         yield {"store": store, "rabbit": node, "updater": updater}
     finally:
         if updater:
-            stop_updater(updater)
+            stop_process(updater)
         node.stop()
         store.close()

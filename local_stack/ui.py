@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from local_stack.stack import REPO_ROOT, STATE_DIR, stop_updater
+from local_stack.stack import REPO_ROOT, STATE_DIR, stop_process
 from webui import users
 from webui.settings import UiSettings
 
@@ -86,7 +86,7 @@ def running_ui(env: dict, port: int):
         yield {"url": base + "/queue", "user": name, "password_file": password_file,
                "progress": progress}
     finally:
-        stop_updater(process)
+        stop_process(process)
 
 
 def serve(seconds: float | None) -> None:

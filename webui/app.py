@@ -203,6 +203,13 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
             raise BadInput("The form carries no valid label version. Nothing was written.")
         return int(value)
 
+    def label_one(form, product_id: str, user: User) -> tuple[str | None, int, str]:
+        """Write the label a one-product form asks for: ``(category, version seen, outcome)``."""
+        category, version = chosen_category(form, "choice", "category"), form_version(form)
+        outcome = labelling.label(data.products, {product_id: {
+            "category": category, "seen_version": version}}, user.name)[product_id]
+        return category, version, outcome
+
     @app.post("/queue/label", name="queue_label")
     async def queue_label(request: Request):
         user = await require(request)
@@ -212,9 +219,7 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
             request.session["skipped"] = (request.session.get("skipped", []) + [product_id])[
                 -KEEP_SKIPPED:]
             return back(request, "queue", f"Skipped {product_id}.")
-        category, version = chosen_category(form, "choice", "category"), form_version(form)
-        outcome = labelling.label(data.products, {product_id: {
-            "category": category, "seen_version": version}}, user.name)[product_id]
+        category, version, outcome = label_one(form, product_id, user)
         if outcome == labelling.APPLIED:
             request.session["undo"] = (request.session.get("undo", []) + [
                 [product_id, version + 1]])[-KEEP_UNDO:]
@@ -308,9 +313,7 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
         form = await posted(request)
         if not catalog.valid_id(product_id):
             raise BadInput("Not a valid product id. Nothing was written.", 404)
-        category, version = chosen_category(form, "choice", "category"), form_version(form)
-        outcome = labelling.label(data.products, {product_id: {
-            "category": category, "seen_version": version}}, user.name)[product_id]
+        outcome = label_one(form, product_id, user)[2]
         return back(request, "product", labelling.message(outcome), product_id=product_id)
 
     @app.get("/products/{product_id}/image", name="product_image")

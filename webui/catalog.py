@@ -6,20 +6,22 @@ outside them is refused (a typo would otherwise become a new class).
 """
 from __future__ import annotations
 
-import re
 import time
 
-from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN
+from shared_config.paths import InvalidId, validate_id
 from store.client import ProductStore
 from store.run_stats import runs_store
 
 CATEGORY_CACHE_SECONDS = 30.0
-_ID = re.compile(ID_PATTERN)
 
 
 def valid_id(value: str) -> bool:
     """A run or product id the UI will look up (the pipeline's id rule)."""
-    return isinstance(value, str) and len(value) <= ID_MAX_LENGTH and bool(_ID.fullmatch(value))
+    try:
+        validate_id(value)
+    except InvalidId:
+        return False
+    return True
 
 
 class Catalog:
@@ -32,8 +34,8 @@ class Catalog:
 
     # -- products -----------------------------------------------------------------------
     def product(self, product_id: str) -> dict | None:
-        docs = self.products.backend.mget(self.products.index, [product_id])
-        return dict(docs[0]["_source"], id=product_id) if docs and docs[0].get("found") else None
+        found = self.products.sources([product_id]).get(product_id)
+        return None if found is None else dict(found, id=product_id)
 
     def search(self, text: str, size: int = 25) -> list[dict]:
         """Products whose id is ``text``, then those whose title or brand matches it."""
@@ -61,8 +63,7 @@ class Catalog:
     def run(self, run_id: str) -> dict | None:
         if not self._runs_index_exists():
             return None
-        docs = self.runs.backend.mget(self.runs.index, [run_id])
-        return docs[0]["_source"] if docs and docs[0].get("found") else None
+        return self.runs.sources([run_id]).get(run_id)
 
     # -- categories -------------------------------------------------------------------
     def categories(self) -> list[str]:

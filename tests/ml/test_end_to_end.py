@@ -9,7 +9,7 @@ import time
 import pytest
 
 from local_stack.demo import airflow_bin, wait_for_updates
-from local_stack.stack import REPO_ROOT, start_updater, stop_updater
+from local_stack.stack import REPO_ROOT, start_updater, stop_process
 from shared_config import storage
 from shared_config.paths import RunPaths
 from store import demo_catalog
@@ -47,7 +47,7 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
         assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-5000:]
         updated = wait_for_updates(store, "e2e-run", PRODUCTS, timeout=120)
     finally:
-        stop_updater(updater)
+        stop_process(updater)
     assert updated == PRODUCTS, (tmp_path / "updater.log").read_text()[-3000:]
 
     paths = RunPaths.for_run("e2e-run", broker_settings.prefix)

@@ -23,7 +23,7 @@ import pytest
 
 from beam_pipelines.raw_schema import valid_unicode
 from local_stack.demo import airflow_bin, wait_for_updates
-from local_stack.stack import REPO_ROOT, start_updater, stop_updater
+from local_stack.stack import REPO_ROOT, start_updater, stop_process
 from shared_config import storage
 from shared_config.paths import SPLITS, RunPaths
 from store import demo_catalog
@@ -210,7 +210,7 @@ def test_a_hostile_feed_cannot_stop_the_run_nor_reach_outside(broker_settings, h
         examples = sum(stats["preprocess"]["examples"][f"catalog_{s}"] for s in SPLITS)
         updated = wait_for_updates(store, run_id, examples, timeout=180)
     finally:
-        stop_updater(updater)
+        stop_process(updater)
         canary.shutdown()
         images.shutdown()
 
