@@ -1,6 +1,10 @@
 """Publish a run's predictions to RabbitMQ: parallel, batched, confirmed, resumable.
 
-    python -m broker.publish --run-id R [--workers 4] [--per-message 100] [--restart]
+    python -m broker.publish --run-id R [--what predictions|similar] [--workers 4]
+                             [--per-message 100] [--restart]
+
+``--what similar`` publishes the run's visual neighbours (``similar/``) instead of
+its predictions; both travel the same queue (``broker/messages.py``).
 
 The prediction files' lines are cut into messages of ``--per-message``
 predictions (the updater applies them in bulk anyway, and the broker's cost is
@@ -44,17 +48,31 @@ class PublishFailed(RuntimeError):
     """The broker stayed unreachable (or kept refusing) for longer than allowed."""
 
 
-def prediction_files(paths: RunPaths) -> list[str]:
-    files = storage.glob(paths.predictions_dir + "part-*.jsonl.gz")
+WHAT = ("predictions", "similar")
+
+
+def _source(paths: RunPaths, what: str) -> tuple[str, str, str]:
+    """``(files' directory, progress directory, stage that makes them)`` of what is sent."""
+    if what == "predictions":
+        return paths.predictions_dir, paths.publish_progress_dir, "predict"
+    if what == "similar":
+        return paths.similar_dir, paths.similar_published_dir, "similarity.neighbours"
+    raise ValueError(f"unknown --what {what!r}; use one of {WHAT}")
+
+
+def prediction_files(paths: RunPaths, what: str = "predictions") -> list[str]:
+    directory, _, stage = _source(paths, what)
+    files = storage.glob(directory + "part-*.jsonl.gz")
     if not files:
-        raise FileNotFoundError(f"no predictions under {paths.predictions_dir}: run predict first")
+        raise FileNotFoundError(f"no {what} under {directory}: run {stage} first")
     return sorted(files)
 
 
-def message_batches(paths: RunPaths, per_message: int) -> Iterator[tuple[int, bytes]]:
-    """``(message number, body)``: the prediction lines as they are, ``per_message`` a body."""
+def message_batches(paths: RunPaths, per_message: int,
+                    what: str = "predictions") -> Iterator[tuple[int, bytes]]:
+    """``(message number, body)``: the files' lines as they are, ``per_message`` a body."""
     number, lines = 0, []
-    for path in prediction_files(paths):
+    for path in prediction_files(paths, what):
         with storage.open_file(path, "rb") as raw, gzip.open(raw, "rb") as stream:
             for line in stream:
                 if line.strip():
@@ -118,10 +136,11 @@ class ConfirmedSender:
                 delay = min(RETRY_MAX_SECONDS, delay * 2)
 
 
-def _progress_file(paths: RunPaths, worker: int, workers: int, per_message: int) -> str:
+def _progress_file(paths: RunPaths, worker: int, workers: int, per_message: int,
+                   what: str = "predictions") -> str:
     """Message numbers mean something only for one ``--per-message`` and ``--workers``: a
     publish with others finds no note and sends everything (the updater skips what it has)."""
-    return paths.publish_progress_dir + f"per-{per_message}-worker-{worker}-of-{workers}.json"
+    return _source(paths, what)[1] + f"per-{per_message}-worker-{worker}-of-{workers}.json"
 
 
 def _confirmed_through(progress_file: str) -> int:
@@ -136,20 +155,21 @@ def _confirmed_through(progress_file: str) -> int:
 
 
 def publish_share(paths: RunPaths, settings: Settings, worker: int, workers: int,
-                  per_message: int, give_up_after: float) -> dict:
+                  per_message: int, give_up_after: float, what: str = "predictions") -> dict:
     """Publish messages ``worker, worker + workers, ...``, after those already confirmed."""
-    progress_file = _progress_file(paths, worker, workers, per_message)
+    progress_file = _progress_file(paths, worker, workers, per_message, what)
+    id_prefix = paths.run_id if what == "predictions" else f"{paths.run_id}:{what}"
     done = _confirmed_through(progress_file)
     sender = ConfirmedSender(settings, give_up_after)
     counts = {"messages": 0, "predictions": 0, "skipped_messages": 0}
     try:
-        for number, body in message_batches(paths, per_message):
+        for number, body in message_batches(paths, per_message, what):
             if number % workers != worker:
                 continue
             if number <= done:
                 counts["skipped_messages"] += 1
                 continue
-            sender.send(body, f"{paths.run_id}:{number}", paths.run_id)
+            sender.send(body, f"{id_prefix}:{number}", paths.run_id)
             counts["messages"] += 1
             counts["predictions"] += body.count(b"\n")
             if counts["messages"] % PROGRESS_EVERY_MESSAGES == 0:
@@ -164,14 +184,16 @@ def publish_share(paths: RunPaths, settings: Settings, worker: int, workers: int
 
 
 def publish(paths: RunPaths, settings: Settings, workers: int = 4, per_message: int = 100,
-            restart: bool = False, give_up_after: float = 300.0) -> dict:
+            restart: bool = False, give_up_after: float = 300.0,
+            what: str = "predictions") -> dict:
     if workers < 1 or per_message < 1:
         raise ValueError("workers and per_message must be at least 1")
-    prediction_files(paths)  # a clear error before any worker starts
-    if restart and storage.exists(paths.publish_progress_dir):
-        storage.remove(paths.publish_progress_dir)
+    prediction_files(paths, what)  # a clear error before any worker starts
+    progress_dir = _source(paths, what)[1]
+    if restart and storage.exists(progress_dir):
+        storage.remove(progress_dir)
     started = time.monotonic()
-    args = [(paths, settings, worker, workers, per_message, give_up_after)
+    args = [(paths, settings, worker, workers, per_message, give_up_after, what)
             for worker in range(workers)]
     if workers == 1:
         shares = [publish_share(*args[0])]
@@ -181,10 +203,10 @@ def publish(paths: RunPaths, settings: Settings, workers: int = 4, per_message: 
             shares = list(pool.map(publish_share, *zip(*args)))
     seconds = time.monotonic() - started
     totals = {key: sum(share[key] for share in shares) for key in shares[0]}
-    log.info("published %d predictions in %d messages in %.1f s (%d messages confirmed before)",
-             totals["predictions"], totals["messages"], seconds, totals["skipped_messages"])
-    return {"published": totals["predictions"], **totals, "queue": settings.predictions_queue,
-            "workers": workers, "seconds": round(seconds, 2)}
+    log.info("published %d %s lines in %d messages in %.1f s (%d messages confirmed before)",
+             totals["predictions"], what, totals["messages"], seconds, totals["skipped_messages"])
+    return {"published": totals["predictions"], **totals, "what": what,
+            "queue": settings.predictions_queue, "workers": workers, "seconds": round(seconds, 2)}
 
 
 def main(argv=None) -> None:
@@ -192,6 +214,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m broker.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-id", required=True)
+    parser.add_argument("--what", choices=WHAT, default="predictions",
+                        help="the run's predictions (default) or its visual neighbours")
     parser.add_argument("--workers", type=int, default=4, help="parallel connections (default 4)")
     parser.add_argument("--per-message", type=int, default=100,
                         help="predictions per message (default 100)")
@@ -203,8 +227,10 @@ def main(argv=None) -> None:
     paths = run_paths(parser, args.run_id)
     if args.workers < 1 or args.per_message < 1:
         parser.error("--workers and --per-message must be at least 1")
-    finish_stage(paths, "publish", publish(paths, Settings.from_env(), args.workers,
-                                           args.per_message, args.restart, args.give_up_after))
+    stage = "publish" if args.what == "predictions" else f"publish_{args.what}"
+    finish_stage(paths, stage, publish(paths, Settings.from_env(), args.workers,
+                                       args.per_message, args.restart, args.give_up_after,
+                                       args.what))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
 """The updater: consumes predictions from RabbitMQ and applies them to the store.
 
+(Visual neighbours travel the same way, versioned on their own field: see
+``broker/messages.py``.)
+
 Messages (batches of predictions, see ``broker/messages.py``) are gathered into
 bulk partial updates of about ``PRODCAT_UPDATER_BATCH_SIZE`` products, applied no
 faster than ``PRODCAT_UPDATER_MAX_DOCS_PER_SECOND``. A message is acknowledged
@@ -145,19 +148,24 @@ class Updater:
         """Apply the batch, dead-letter what the store refused, then acknowledge it all."""
         if not pending:
             return
-        newest: dict[str, Update] = {}
+        newest: dict[tuple[str, str], Update] = {}  # per kind of update and product
         for update in (u for p in pending for u in p.updates):
-            if update.product_id not in newest or update.version > newest[update.product_id].version:
-                newest[update.product_id] = update
+            key = (update.kind, update.product_id)
+            if key not in newest or update.version > newest[key].version:
+                newest[key] = update
         self._throttle(len(newest))
-        outcome = self._apply(newest)
+        outcome = {}
+        for kind in sorted({kind for kind, _ in newest}):
+            outcome.update({(kind, pid): result for pid, result in self._apply(
+                {pid: u for (k, pid), u in newest.items() if k == kind}).items()})
         for item in pending:
             for line, reason in item.bad_lines:
                 self._dead_letter(channel, line, reason, item.message_id)
             for update in item.updates:
-                result = outcome[update.product_id]
-                if newest[update.product_id] is not update:  # a newer one came in the same batch
-                    result = ALREADY_APPLIED if update.version == newest[update.product_id].version \
+                key = (update.kind, update.product_id)
+                result = outcome[key]
+                if newest[key] is not update:  # a newer one came in the same batch
+                    result = ALREADY_APPLIED if update.version == newest[key].version \
                         else SUPERSEDED
                 if result.startswith(REJECTED):
                     self._dead_letter(channel, update.line, result, item.message_id)
@@ -172,16 +180,17 @@ class Updater:
         (unreachable, overloaded) until it succeeds or the updater is stopped."""
         outcome: dict[str, str] = {}
         todo = {pid: (u.version, u.fields) for pid, u in updates.items()}
+        version_field = next(iter(updates.values())).version_field
         delay = RETRY_FIRST_SECONDS
         while todo:
             try:
-                outcome.update(self.store.update_if_newer(todo))
+                outcome.update(self.store.update_if_newer(todo, version_field=version_field))
             except Exception as err:  # noqa: BLE001 (the two clients raise different kinds)
                 if self.store.is_transient(err):
                     log.warning("store unavailable (%s)", err)
                 else:  # a request the store will never take: find the products at fault
                     log.warning("the store refused a batch (%s): applying it one by one", err)
-                    outcome.update(self._one_by_one(todo))
+                    outcome.update(self._one_by_one(todo, version_field))
             todo = {pid: todo[pid] for pid in todo if outcome.get(pid, TRANSIENT) == TRANSIENT}
             if todo:
                 if self.stopping:
@@ -191,11 +200,13 @@ class Updater:
                 delay = min(RETRY_MAX_SECONDS, delay * 2)
         return outcome
 
-    def _one_by_one(self, todo: dict[str, tuple[int, dict]]) -> dict[str, str]:
+    def _one_by_one(self, todo: dict[str, tuple[int, dict]],
+                    version_field: str) -> dict[str, str]:
         outcome = {}
         for product_id, update in todo.items():
             try:
-                outcome.update(self.store.update_if_newer({product_id: update}))
+                outcome.update(self.store.update_if_newer({product_id: update},
+                                                          version_field=version_field))
             except Exception as err:  # noqa: BLE001 (as above)
                 outcome[product_id] = TRANSIENT if self.store.is_transient(err) else \
                     f"{REJECTED}: {type(err).__name__}: {err}"

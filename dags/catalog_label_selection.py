@@ -18,7 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import Param, TaskGroup, dag, task
-from prodcat_airflow.assets import TRAINED_RUN
+from prodcat_airflow.assets import TRAINED_RUN, trained_run
 from prodcat_airflow.stages import run_stage
 
 from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN
@@ -58,17 +58,8 @@ STRATEGIES = ["random", "least_confidence", "margin", "entropy", "committee", "d
 def catalog_label_selection():
     @task(inlets=[TRAINED_RUN])
     def resolve_run(params=None, triggering_asset_events=None, inlet_events=None) -> str:
-        """The run asked for; else the one whose trained-run event triggered this run;
-        else (a manual trigger) the latest trained run the asset knows."""
-        if params["run_id"]:
-            return params["run_id"]
-        events = [e for found in (triggering_asset_events or {}).values() for e in found]
-        if not events and inlet_events is not None:
-            events = list(inlet_events[TRAINED_RUN])
-        runs = [e.extra.get("run_id") for e in events if (e.extra or {}).get("run_id")]
-        if not runs:
-            raise ValueError("no run id given, and no catalog_train run has been recorded")
-        return runs[-1]
+        """The run asked for, or the trained run that triggered this one (by hand: the latest)."""
+        return trained_run(params["run_id"], triggering_asset_events, inlet_events)
 
     @task
     def score(run: str, params=None) -> dict:

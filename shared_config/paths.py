@@ -34,10 +34,14 @@ TEMPLATES = {
     "publish_progress": "{prefix}/runs/{run_id}/predictions/published/",
     "prediction_sets": "{prefix}/runs/{run_id}/predictions/sets.json",
     "selection": "{prefix}/runs/{run_id}/selection/",
+    "embeddings": "{prefix}/runs/{run_id}/embeddings/",
+    "similar": "{prefix}/runs/{run_id}/similar/",
+    "similar_published": "{prefix}/runs/{run_id}/similar/published/",
+    "similar_sets": "{prefix}/runs/{run_id}/similar/sets.json",
     "stats": "{prefix}/runs/{run_id}/stats/",
 }
 RUN_SUBDIRS = ("dump", "tfrecords", "transform_fn", "quarantine", "checkpoints",
-               "predictions", "stats")
+               "predictions", "embeddings", "similar", "stats")
 
 DEFAULT_PREFIX = Path(__file__).resolve().parents[1] / ".prodcat" / "data"
 ROLES = ("model", "baseline")  # the run's model, and a supervised model trained beside it
@@ -149,6 +153,25 @@ class RunPaths:
     def selection_dir(self) -> str:
         """Active learning's candidates and the batch it chose for labelling."""
         return self._fill("selection")
+
+    @property
+    def embeddings_dir(self) -> str:
+        """The image tower, its tokeniser and one vector per product (``part-*.npz``)."""
+        return self._fill("embeddings")
+
+    @property
+    def similar_dir(self) -> str:
+        """Each product's nearest neighbours (``part-*.jsonl.gz``), as published."""
+        return self._fill("similar")
+
+    @property
+    def similar_published_dir(self) -> str:
+        return self._fill("similar_published")
+
+    @property
+    def similar_sets(self) -> str:
+        """How many neighbour sets the run made: each gets a newer version."""
+        return self._fill("similar_sets")
 
     @property
     def prediction_sets(self) -> str:

@@ -35,17 +35,18 @@ def run_version(paths: RunPaths) -> int:
     return int(created.timestamp() * 1000)
 
 
-def next_prediction_version(paths: RunPaths) -> int:
+def next_prediction_version(paths: RunPaths, counter: str | None = None) -> int:
     """The version of a new prediction set of this run: ``run_version * 1000 + n`` for the
     run's n-th set. So a re-predict in the same run (a cleared task, another model) is
     newer than the run's earlier sets and applies, while every set of an older run stays
-    older than every set of a newer one."""
-    made = storage.read_json(paths.prediction_sets)["sets"] if storage.exists(
-        paths.prediction_sets) else 0
+    older than every set of a newer one. ``counter``: the file that counts the sets (the
+    predictions' by default; neighbour sets keep their own)."""
+    counter = counter or paths.prediction_sets
+    made = storage.read_json(counter)["sets"] if storage.exists(counter) else 0
     if made + 1 >= SETS_PER_RUN:
-        raise RuntimeError(f"run {paths.run_id} made {made} prediction sets already: start a "
+        raise RuntimeError(f"run {paths.run_id} made {made} sets already ({counter}): start a "
                            "new run")
-    storage.write_json(paths.prediction_sets, {"sets": made + 1})
+    storage.write_json(counter, {"sets": made + 1})
     return run_version(paths) * SETS_PER_RUN + made + 1
 
 

@@ -41,6 +41,15 @@ PRODUCT_MAPPINGS = {
         "prediction_version": {"type": "long"},
         "prediction_path": {"type": "keyword"},
         "prediction": {"type": "object", "enabled": False},
+        # visual neighbours (similarity/neighbours.py), versioned apart from predictions
+        "similar_products": {"type": "object", "enabled": False},
+        "similar_run_id": {"type": "keyword"},
+        "similar_version": {"type": "long"},
+        "similar_group": {"type": "keyword"},
+        "similar_level": {"type": "integer"},
+        # the embedding as words, for the store's full-text search (similarity/tokens.py)
+        "image_tokens": {"type": "text", "analyzer": "whitespace", "norms": False,
+                         "index_options": "freqs"},
         # what active learning asks the labelling team for (active_learning/queue.py)
         "label_request": {"properties": {
             "run_id": {"type": "keyword"}, "strategy": {"type": "keyword"},
@@ -239,9 +248,10 @@ class ProductStore:
                    for pid, fields in updates)
         return self._bulk(actions, chunk_size)[1]
 
-    def update_if_newer(self, updates: dict[str, tuple[int, dict]],
-                        chunk_size: int = 500) -> dict[str, str]:
-        """Apply ``{product_id: (version, fields)}`` where the product holds no newer version.
+    def update_if_newer(self, updates: dict[str, tuple[int, dict]], chunk_size: int = 500,
+                        version_field: str = "prediction_version") -> dict[str, str]:
+        """Apply ``{product_id: (version, fields)}`` where the product holds no newer version
+        in ``version_field`` (the fields set it: each versioned part of a product has its own).
 
         An older run never overwrites a newer one and a re-delivered update is not
         applied twice, whatever the order of the writers (see ``write_if``). The
@@ -252,7 +262,7 @@ class ProductStore:
         """
         def decide(source: dict, update: tuple[int, dict]):
             version, fields = update
-            stored = source.get("prediction_version")
+            stored = source.get(version_field)
             if not isinstance(stored, int) or isinstance(stored, bool):
                 stored = None
             if stored is not None and stored > version:

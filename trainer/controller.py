@@ -5,10 +5,12 @@
     python -m trainer.controller predict           --run-id R
     python -m trainer.controller train_and_predict --run-id R
     python -m trainer.controller export            --run-id R
+    python -m trainer.controller embed             --run-id R [--embed-epochs 20]
 
 Everything is found through the shared path config: TFRecords and the transform
 function written by the Beam job, checkpoints under ``checkpoints/{hparams_id}/``
-(with ``hparams.json`` beside the model), predictions under ``predictions/``.
+(with ``hparams.json`` beside the model), predictions under ``predictions/``, image embeddings under ``embeddings/``
+(``trainer/embed.py``).
 Commands after ``train`` find the model from the same hyperparameter flags, or
 from ``--hparams-id``.
 """
@@ -28,7 +30,7 @@ from trainer.accelerators import PRECISIONS, XLA_CHOICES
 from trainer.hparams import EXCLUSIVE_LOSSES, MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams
 
 log = logging.getLogger("prodcat.trainer")
-COMMANDS = ("train", "evaluate", "predict", "train_and_predict", "export")
+COMMANDS = ("train", "evaluate", "predict", "train_and_predict", "export", "embed")
 
 
 def _csv(kind):
@@ -69,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "float32 on CPU")
     devices.add_argument("--xla", choices=XLA_CHOICES, default="auto",
                          help="XLA-compile the train step (auto: on GPU only)")
+    embedding = parser.add_argument_group("embed: the image tower (trainer/embed.py)")
+    embedding.add_argument("--embed-epochs", type=int, default=20, help="(default: 20)")
+    embedding.add_argument("--embed-dim", type=int, default=64, help="(default: 64)")
+    embedding.add_argument("--embed-labels", choices=("auto", "exclusive", "rule_based"),
+                           default="auto", help="the labels the tower learns from (default: "
+                                                "auto, whichever labels more images)")
+    embedding.add_argument("--embed-flip", type=_bool, default=True,
+                           help="average each image's and its mirror image's vectors "
+                                "(default: true)")
     hyper = parser.add_argument_group("hyperparameters (defaults in trainer/hparams.py)")
     for field in dataclasses.fields(HParams):
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
@@ -97,6 +108,8 @@ def main(argv=None) -> None:
         hparams = hparams_from_args(args)
         if args.hparams_id:
             validate_id(args.hparams_id, "hparams_id")
+        if args.embed_epochs < 1 or not 2 <= args.embed_dim <= 1024:
+            raise ValueError("--embed-epochs must be at least 1 and --embed-dim 2..1024")
     except (InvalidId, ValueError) as err:
         parser.error(str(err))
 
@@ -114,6 +127,12 @@ def main(argv=None) -> None:
         finish_stage(paths, "predict", task.predict(paths, hparams_id, args.role))
     if args.command == "export":
         finish_stage(paths, "export", task.export(paths, hparams_id, args.role))
+    if args.command == "embed":
+        from trainer import embed
+
+        finish_stage(paths, "embed", embed.embed(
+            paths, task.vocabularies(paths), args.embed_epochs, args.embed_dim,
+            args.embed_labels, args.embed_flip, hparams.seed))
 
 
 if __name__ == "__main__":

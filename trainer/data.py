@@ -34,6 +34,13 @@ def tfrecord_files(paths: RunPaths, objective: str, split: str) -> list[str]:
     return files
 
 
+def catalog_files(paths: RunPaths) -> list[str]:
+    """Every product's TFRecords, in the one order predict and embed both read them."""
+    from shared_config.paths import CATALOG, SPLITS
+
+    return [f for split in SPLITS for f in tfrecord_files(paths, CATALOG, split)]
+
+
 def _dense_from_sparse(ids: tf.SparseTensor, values, width: int) -> tf.Tensor:
     coords = tf.stack([ids.indices[:, 0], ids.values], axis=1)
     return tf.scatter_nd(coords, values, tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))

@@ -1,9 +1,11 @@
 """The image tower for visual similarity: a small CNN from a greyscale image to a unit vector.
 
 No pre-trained weights can be fetched at run time, so prodcat trains its own tower.
-``train_supervised`` trains it with a cosine-softmax head (a linear layer over the
-L2-normalised embedding, logits scaled by ``scale``): classes end up in separate
-directions, so nearest neighbours by inner product are products of the same class.
+``train_supervised`` trains it with a cosine-softmax head and an additive margin
+(CosFace, Wang et al. 2018: logit_j = s · (cos θ_j − m·[j = y])): classes end up
+in separate, tight directions, so nearest neighbours by inner product are products
+of the same class. ``embed`` can average an image's and its mirror image's vectors
+(test-time augmentation, ``flip``).
 Written with ``keras.ops`` only, so it runs on TensorFlow here and on JAX on a GPU host.
 """
 from __future__ import annotations
@@ -33,11 +35,11 @@ def build_tower(image_size: int = 28, dim: int = 64, seed: int = 0) -> keras.Mod
 
 
 class CosineHead(layers.Layer):
-    """Logits = scale · cos(embedding, class weight): the tower learns directions, not norms."""
+    """cos θ_j = cos(embedding, class weight j): the tower learns directions, not norms."""
 
-    def __init__(self, classes: int, scale: float = 16.0, **kwargs):
+    def __init__(self, classes: int, **kwargs):
         super().__init__(**kwargs)
-        self.classes, self.scale = classes, scale
+        self.classes = classes
 
     def build(self, input_shape):
         self.kernel = self.add_weight(shape=(input_shape[-1], self.classes),
@@ -45,7 +47,20 @@ class CosineHead(layers.Layer):
 
     def call(self, embedding):
         weights = self.kernel / ops.sqrt(ops.sum(self.kernel ** 2, axis=0, keepdims=True) + 1e-12)
-        return self.scale * ops.matmul(embedding, weights)
+        return ops.matmul(embedding, weights)
+
+
+class CosFaceLoss(keras.losses.Loss):
+    """Softmax cross-entropy over s · (cos θ_j − m·[j = y]) (CosFace's large-margin cosine loss)."""
+
+    def __init__(self, scale: float = 16.0, margin: float = 0.2, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.margin = scale, margin
+
+    def call(self, y_true, cosines):
+        target = ops.one_hot(ops.cast(ops.reshape(y_true, [-1]), "int32"), ops.shape(cosines)[-1])
+        logits = self.scale * (cosines - self.margin * target)
+        return keras.losses.categorical_crossentropy(target, logits, from_logits=True)
 
 
 def as_input(images: np.ndarray) -> np.ndarray:
@@ -55,30 +70,41 @@ def as_input(images: np.ndarray) -> np.ndarray:
 
 def train_supervised(images: np.ndarray, labels: np.ndarray, valid: tuple | None = None,
                      epochs: int = 10, batch_size: int = 128, dim: int = 64, seed: int = 0,
+                     margin: float = 0.2, patience: int = 5,
                      verbose: int = 2) -> tuple[keras.Model, list[float]]:
-    """Train the tower on labelled images; keep the epoch with the best validation accuracy.
+    """Train the tower on labelled images (class ids ``0..C-1``), the learning rate decaying
+    to zero over ``epochs`` (cosine); keep the epoch with the best validation accuracy.
     Returns the tower and the validation accuracy per epoch."""
     tower = build_tower(images.shape[1], dim, seed)
     classes = int(labels.max()) + 1
     augment = keras.Sequential([layers.RandomFlip("horizontal", seed=seed),
                                 layers.RandomTranslation(0.08, 0.08, seed=seed)])
     inputs = keras.Input(tower.input_shape[1:])
-    logits = CosineHead(classes)(tower(augment(inputs)))
-    model = keras.Model(inputs, logits)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    cosines = CosineHead(classes)(tower(augment(inputs)))
+    model = keras.Model(inputs, cosines)
+    steps = epochs * -(-len(images) // batch_size)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+                      1e-3, steps)),
+                  loss=CosFaceLoss(margin=margin), metrics=["sparse_categorical_accuracy"])
     callbacks = []
     if valid is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=3,
-                                                       mode="max", restore_best_weights=True))
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_sparse_categorical_accuracy", patience=patience, mode="max",
+            restore_best_weights=True))
     history = model.fit(as_input(images), labels, batch_size=batch_size, epochs=epochs,
                         validation_data=(as_input(valid[0]), valid[1]) if valid else None,
                         callbacks=callbacks, verbose=verbose)
-    return tower, history.history.get("val_accuracy", [])
+    return tower, history.history.get("val_sparse_categorical_accuracy", [])
 
 
-def embed(tower: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """float32 ``[n, dim]`` unit vectors, one per image."""
-    return np.asarray(tower.predict(as_input(images), batch_size=batch_size, verbose=0),
-                      dtype=np.float32)
+def embed(tower: keras.Model, images: np.ndarray, batch_size: int = 512,
+          flip: bool = False) -> np.ndarray:
+    """float32 ``[n, dim]`` unit vectors, one per image; with ``flip``, the normalised mean
+    of the image's and its mirror image's vectors."""
+    pixels = as_input(images)
+    vectors = np.asarray(tower.predict(pixels, batch_size=batch_size, verbose=0), np.float32)
+    if flip:
+        vectors = vectors + np.asarray(tower.predict(pixels[:, :, ::-1], batch_size=batch_size,
+                                                     verbose=0), np.float32)
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors

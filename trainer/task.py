@@ -14,7 +14,7 @@ import tensorflow_transform as tft
 from beam_pipelines.raw_schema import raw_feature_spec
 from shared_config import features, storage
 from shared_config.categories import ancestors_and_self
-from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
+from shared_config.paths import CATALOG, OBJECTIVES, RunPaths
 from shared_config.runs import next_prediction_version
 from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
@@ -184,7 +184,7 @@ def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
     model, hparams = load_trained(paths, hparams_id, role)
     vocabs = vocabularies(paths)
     names = {o: vocabs.labels(o) for o in hparams.objectives}
-    files = [f for split in SPLITS for f in data.tfrecord_files(paths, CATALOG, split)]
+    files = data.catalog_files(paths)
     for stale in storage.glob(paths.predictions_dir + "part-*") + storage.glob(
             paths.publish_progress_dir + "*"):  # an earlier predict's, never half of each
         storage.remove(stale)

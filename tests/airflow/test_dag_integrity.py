@@ -129,3 +129,19 @@ def test_label_selection_follows_each_trained_run_through_an_asset(dagbag):
     assert selection.params["strategy"] == "margin" and selection.doc_md
     with pytest.raises(Exception, match="strategy"):
         selection.params.update({"strategy": "psychic"})
+
+
+def test_similarity_follows_each_trained_run_and_checks_its_form(dagbag):
+    from prodcat_airflow.assets import TRAINED_RUN
+
+    similarity = dagbag.dags["catalog_similarity"]
+    assert TRAINED_RUN in similarity.timetable.asset_condition.objects
+    order = ["resolve_run", "similarity.embed", "similarity.neighbours", "similarity.publish",
+             "record_stats"]
+    for upstream, downstream in zip(order, order[1:]):
+        assert downstream in similarity.get_task(upstream).downstream_task_ids
+    assert similarity.get_task("similarity.publish").retries == 2
+    assert similarity.params["k"] == 100 and similarity.params["level"] == 2
+    for bad in ({"k": 0}, {"k": 5000}, {"level": -1}, {"index": "lsh"}, {"run_id": "../x"}):
+        with pytest.raises(Exception, match=next(iter(bad))):
+            similarity.params.update(bad)

@@ -1,0 +1,1 @@
+"""Visual similarity: per-group nearest neighbours of the image embeddings, and their tokens."""
