@@ -3,8 +3,9 @@
 Starts the store, a RabbitMQ node and the updater, loads the demo catalogue
 (built from real public data; the labelling oracle reveals a few exact labels),
 runs the ``catalog_train`` DAG once through Airflow (``airflow dags test``),
-runs ``catalog_label_selection`` after it, waits until the updater has written the
-predictions into the store, prints a summary of every stage, and ends by serving
+runs ``catalog_label_selection`` and ``catalog_similarity`` after it, waits until the
+updater has written the predictions and the visual neighbours into the store, prints a
+summary of every stage with a sample product's neighbours, and ends by serving
 the labelling UI (``local_stack/ui.py``) with the queue active learning filled.
 """
 from __future__ import annotations
@@ -48,18 +49,35 @@ def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train") -
                            f"{completed.returncode}")
 
 
-def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: float) -> int:
-    """Poll the store until ``expected`` products carry ``run_id`` (or time runs out)."""
+def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: float,
+                     field: str = "prediction_run_id") -> int:
+    """Poll the store until ``expected`` products carry ``run_id`` in ``field`` (or time
+    runs out)."""
     deadline = time.monotonic() + timeout
     updated = 0
     while time.monotonic() < deadline:
         store.refresh()
-        updated = store.count({"term": {"prediction_run_id": run_id}})
+        updated = store.count({"term": {field: run_id}})
         if updated >= expected:
             break
-        log.info("store: %d of %d products updated", updated, expected)
+        log.info("store: %d of %d products updated (%s)", updated, expected, field)
         time.sleep(2)
     return updated
+
+
+def neighbour_sample(store: ProductStore, run_id: str, shown: int = 5) -> list[str]:
+    """A product with its nearest neighbours, as the store holds them."""
+    found = store.search({"term": {"similar_run_id": run_id}}, size=1)
+    if not found:
+        return ["  (no product carries neighbours)"]
+    product = found[0]
+    nearest = product["similar_products"][:shown]
+    titles = store.sources([n["id"] for n in nearest])
+    lines = [(f"  {product['id']}  {product.get('title', '')[:60]!r}  group "
+             f"{product['similar_group']!r}")]
+    lines += [f"    {n['score']:.3f}  {n['id']}  {titles.get(n['id'], {}).get('title', '')[:60]!r}"
+              for n in nearest]
+    return lines
 
 
 def _metric_lines(model_type: str, evaluation: dict) -> list[str]:
@@ -73,7 +91,8 @@ def _metric_lines(model_type: str, evaluation: dict) -> list[str]:
     return lines
 
 
-def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> str:
+def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict,
+            neighbours: list[str] | None = None) -> str:
     stages = storage.read_json(paths.stats_file("run"))["stages"]
     airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
     pre = stages["preprocess"]
@@ -85,8 +104,8 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
         f"products dumped         {stages['dump']['products']}",
         f"quarantined             {pre['quarantined']}"
         + "".join(f"\n  {reason:<22}{count}" for reason, count in pre["quarantined_by_reason"].items()),
-        f"images                  {pre['images_fetched']} fetched, {pre['images_unusable']} unusable "
-        f"(reasons in {pre['quarantine_dir']})",
+        (f"images                  {pre['images_fetched']} fetched, {pre['images_unusable']} unusable "
+        f"(reasons in {pre['quarantine_dir']})"),
         "examples per objective/split:",
         *(f"  {name:<22}{count}" for name, count in sorted(pre["examples"].items())),
         f"model                   {stages['train']['hparams_id']}"
@@ -114,17 +133,31 @@ def summary(paths: RunPaths, delivered: dict, sample: dict, catalogue: dict) -> 
     lines += [
         ("  (the same validation products for each, split by product group; macro-F1 is "
          "scikit-learn's)"),
-        f"predictions published   {stages['publish']['published']} "
+        (f"predictions published   {stages['publish']['published']} "
         f"({stages['publish']['messages']} messages, {stages['publish']['workers']} workers, "
-        f"{stages['publish']['seconds']} s)",
-        f"predictions applied     {delivered['updated']} documents carry "
-        f"prediction_run_id={paths.run_id}, {delivered['with_path']} with a category path",
-        f"run statistics          in the store's {delivered['runs_index']!r} index: "
-        f"{json.dumps(delivered['run_metrics'])}",
+        f"{stages['publish']['seconds']} s)"),
+        (f"predictions applied     {delivered['updated']} documents carry "
+        f"prediction_run_id={paths.run_id}, {delivered['with_path']} with a category path"),
+        (f"run statistics          in the store's {delivered['runs_index']!r} index: "
+        f"{json.dumps(delivered['run_metrics'])}"),
         f"sample document         {json.dumps(sample)}",
+    ]
+    if "similar" in stages:
+        similar, embedded = stages["similar"], stages["embed"]
+        lines += [
+            (f"image embeddings        {embedded['embedded']} products ({embedded['no_image']} "
+            f"without an image); tower trained on {embedded['training_images']} "
+            f"{embedded['labels']}-labelled images, validation accuracy "
+            f"{embedded['validation_accuracy']}"),
+            (f"visual neighbours       k={similar['k']} within the predicted category at level "
+            f"{similar['level']}: {similar['groups']} groups (largest {similar['largest_group']}),"
+            f" indexes {json.dumps(similar['index_types'])}; {delivered['similar']} products "
+            "carry similar_products"),
+            "sample neighbours (score, id, title):", *(neighbours or [])]
+    lines += [
         f"run files               {paths.run_dir}",
-        "Airflow UI              make airflow-ui, then open "
-        f"http://localhost:8080/dags/catalog_train/runs/{quote(airflow_run, safe='')}",
+        ("Airflow UI              make airflow-ui, then open "
+        f"http://localhost:8080/dags/catalog_train/runs/{quote(airflow_run, safe='')}"),
     ]
     return "\n".join(lines)
 
@@ -154,6 +187,12 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
         # active learning follows the trained run: no run id given, the trained-run asset's
         # latest event names it, as when the scheduler triggers it on that event
         run_dag("", {"batch_size": args.selection_batch}, env, "catalog_label_selection")
+        if args.similar_k and args.catalog == "generated":
+            log.info("a generated catalogue has no images: catalog_similarity is skipped")
+            args.similar_k = 0
+        if args.similar_k:
+            run_dag("", {"k": args.similar_k, "level": args.similar_level,
+                         "embed_epochs": args.embed_epochs}, env, "catalog_similarity")
         published = storage.read_json(paths.stats_file("publish"))["published"]
         delivered = {"updated": wait_for_updates(store, args.run_id, published,
                                                  args.update_timeout),
@@ -163,13 +202,22 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
                      "runs_index": settings.runs_index,
                      "run_metrics": {name: round(value, 3) for name, value in
                                      runs_store(settings).get(args.run_id)["metrics"].items()}}
+        if args.similar_k:
+            similar = storage.read_json(paths.stats_file("publish_similar"))["published"]
+            delivered["similar"] = wait_for_updates(store, args.run_id, similar,
+                                                    args.update_timeout, "similar_run_id")
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction_path",
                                            "prediction")} if found else {}
-        print(summary(paths, delivered, sample, catalogue))
+        print(summary(paths, delivered, sample, catalogue, neighbour_sample(store, args.run_id)
+                      if args.similar_k else None))
         if min(delivered["updated"], delivered["with_path"]) < published:
             print(f"error: only {delivered['updated']} of {published} predictions reached the "
                   f"store ({delivered['with_path']} with a category path)", file=sys.stderr)
+            return 1
+        if args.similar_k and delivered["similar"] < similar:
+            print(f"error: only {delivered['similar']} of {similar} neighbour sets reached the "
+                  "store", file=sys.stderr)
             return 1
         if args.ui_port:
             with running_ui(env, args.ui_port) as ui:
@@ -197,6 +245,11 @@ def main(argv=None) -> int:
     parser.add_argument("--update-timeout", type=float, default=300)
     parser.add_argument("--selection-batch", type=int, default=100,
                         help="training products active learning queues for labelling")
+    parser.add_argument("--similar-k", type=int, default=20,
+                        help="visual neighbours per product (0: do not run catalog_similarity)")
+    parser.add_argument("--similar-level", type=int, default=2,
+                        help="neighbours share the predicted category at this level (0: global)")
+    parser.add_argument("--embed-epochs", type=int, default=15, help="image tower epochs, at most")
     parser.add_argument("--ui-port", type=int, default=8090,
                         help="serve the labelling UI here at the end (0: do not start it)")
     parser.add_argument("--serve-ui", type=float, default=None, metavar="SECONDS",

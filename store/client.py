@@ -47,6 +47,9 @@ PRODUCT_MAPPINGS = {
         "similar_version": {"type": "long"},
         "similar_group": {"type": "keyword"},
         "similar_level": {"type": "integer"},
+        # people's verdicts on the neighbours (webui/similarity.py)
+        "similarity_judgements": {"type": "object", "enabled": False},
+        "similarity_judged_at": {"type": "date"},
         # the embedding as words, for the store's full-text search (similarity/tokens.py)
         "image_tokens": {"type": "text", "analyzer": "whitespace", "norms": False,
                          "index_options": "freqs"},

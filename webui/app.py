@@ -33,7 +33,7 @@ from jinja2 import pass_context
 from starlette.middleware.sessions import SessionMiddleware
 
 from beam_pipelines import images
-from webui import catalog, labelling, plots
+from webui import catalog, labelling, plots, similarity
 from webui.auth import Auth, BadCsrf, Forbidden, NotLoggedIn, User, check_csrf, csrf_token
 from webui.settings import UiSettings
 
@@ -304,8 +304,30 @@ def create_app(settings: UiSettings | None = None) -> FastAPI:
         found = data.product(product_id) if catalog.valid_id(product_id) else None
         if found is None:
             raise BadInput(f"No product {product_id[:200]!r} in the store.", 404)
-        return page(request, "product.html", user, product=found,
+        shown = similarity.neighbours(found)
+        documents = data.products.sources([n["id"] for n in shown]) if shown else {}
+        for neighbour in shown:
+            neighbour["title"] = documents.get(neighbour["id"], {}).get("title", "")
+            neighbour["mine"] = next((j["similar"] for j in neighbour["judgements"]
+                                      if j.get("by") == user.name), None)
+        return page(request, "product.html", user, product=found, neighbours=shown,
                     suggestions=labelling.suggestions(found), categories=data.categories())
+
+    @app.post("/products/{product_id}/similar", name="product_similar")
+    async def product_similar(request: Request, product_id: str):
+        user = await require(request)
+        form = await posted(request)
+        if not catalog.valid_id(product_id):
+            raise BadInput("Not a valid product id. Nothing was written.", 404)
+        neighbour = form_product(form, "neighbour")
+        verdict = form.get("verdict")
+        if verdict not in ("similar", "not_similar"):
+            raise BadInput("Say similar or not similar. Nothing was written.")
+        outcome = similarity.judge(data.products, product_id, neighbour, verdict == "similar",
+                                   user.name)
+        note = (f"{neighbour}: marked {verdict.replace('_', ' ')}."
+                if outcome == labelling.APPLIED else f"{neighbour}: {labelling.message(outcome)}")
+        return back(request, "product", note, product_id=product_id)
 
     @app.post("/products/{product_id}/label", name="product_label")
     async def product_label(request: Request, product_id: str):

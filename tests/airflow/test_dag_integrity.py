@@ -1,6 +1,7 @@
 """Every DAG file imports cleanly, in the slim Airflow environment (no TensorFlow)."""
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def test_catalog_train_runs_the_stages_in_order(dagbag):
     dag = dagbag.dags["catalog_train"]
     order = ["create_run", "dump_products", "preprocess", "model.train", "model.evaluate",
              "model.predict", "publish_predictions", "record_run_stats"]
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     baseline = dag.get_task("train_and_evaluate_baseline")
     assert "preprocess" in baseline.upstream_task_ids
@@ -124,7 +125,7 @@ def test_label_selection_follows_each_trained_run_through_an_asset(dagbag):
     assert TRAINED_RUN in selection.timetable.asset_condition.objects
     assert TRAINED_RUN in dagbag.dags["catalog_train"].get_task("record_run_stats").outlets
     order = ["resolve_run", "select.score", "select.choose", "select.queue", "record_stats"]
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in selection.get_task(upstream).downstream_task_ids
     assert selection.params["strategy"] == "margin" and selection.doc_md
     with pytest.raises(Exception, match="strategy"):
@@ -138,7 +139,7 @@ def test_similarity_follows_each_trained_run_and_checks_its_form(dagbag):
     assert TRAINED_RUN in similarity.timetable.asset_condition.objects
     order = ["resolve_run", "similarity.embed", "similarity.neighbours", "similarity.publish",
              "record_stats"]
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in similarity.get_task(upstream).downstream_task_ids
     assert similarity.get_task("similarity.publish").retries == 2
     assert similarity.params["k"] == 100 and similarity.params["level"] == 2

@@ -15,7 +15,8 @@ from broker.updater import Updater
 from shared_config import storage
 from shared_config.paths import RunPaths
 from shared_config.runs import create_run
-from similarity import embeddings, neighbours as nb
+from similarity import embeddings
+from similarity import neighbours as nb
 from similarity.tokens import Tokeniser, bm25_idf, shared_token_scores
 from store import demo_catalog
 from store.client import ProductStore

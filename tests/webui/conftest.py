@@ -44,6 +44,10 @@ def product(i: int, image_dir, queued: bool) -> dict:
            "prediction_run_id": "r1", "prediction_version": 1001,
            "prediction_path": [" > ".join(ranked[0].split(" > ")[:k + 1])
                                for k in range(len(ranked[0].split(" > ")))]}
+    doc.update({"similar_run_id": "r1", "similar_version": 1001, "similar_group": "Tops",
+                "similar_level": 1, "similar_products": [
+                    {"id": f"p{(i + k) % 40:03d}", "score": round(0.9 - k / 10, 2)}
+                    for k in (1, 2, 3)]})
     if queued:
         doc["label_request"] = {"run_id": "r1", "strategy": "margin+diverse", "score": 0.9 - i / 100,
                                 "rank": i, "split": "train",

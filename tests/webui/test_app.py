@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.webui.conftest import CATEGORIES, PASSWORDS
-from webui import labelling, users
+from webui import labelling, similarity, users
 from webui.app import create_app
 
 
@@ -266,3 +266,32 @@ def test_repeated_failed_logins_lock_the_name_out(ui_settings):
     response = client.post("/login", data={"username": "bob", "password": PASSWORDS["bob"],
                                             "csrf_token": token})
     assert "bob (labeller)" in response.text
+
+
+def test_neighbours_are_shown_and_judged_into_triplets(ui_settings, products):
+    client = login(ui_settings, "alice")
+    page = client.get("/products/p000")
+    assert 'id="neighbours"' in page.text and "Product 2 soft cotton" in page.text
+    assert 'src="/products/p001/image"' in page.text
+    token = csrf(page)
+    for neighbour, verdict in (("p001", "similar"), ("p002", "not_similar"),
+                               ("p003", "similar")):
+        done = client.post("/products/p000/similar", data={
+            "csrf_token": token, "neighbour": neighbour, "verdict": verdict})
+        assert f"{neighbour}: marked {verdict.replace('_', ' ')}" in done.text
+    assert sorted(similarity.triplets(products)) == [("p000", "p001", "p002"),
+                                                    ("p000", "p003", "p002")]
+    # a second verdict by the same person replaces the first
+    client.post("/products/p000/similar", data={"csrf_token": token, "neighbour": "p003",
+                                                "verdict": "not_similar"})
+    assert sorted(similarity.triplets(products)) == [("p000", "p001", "p002"),
+                                                    ("p000", "p001", "p003")]
+    before = products.get("p000")
+    for form, message in (({"neighbour": "p020", "verdict": "similar"}, "not among"),
+                          ({"neighbour": "p001", "verdict": "maybe"}, "similar or not"),
+                          ({"neighbour": "../x", "verdict": "similar"}, "no valid product")):
+        refused = client.post("/products/p000/similar", data={"csrf_token": token, **form})
+        assert message in refused.text
+    assert client.post("/products/p000/similar", data={"neighbour": "p001",
+                                                       "verdict": "similar"}).status_code == 403
+    assert products.get("p000")["similarity_judgements"] == before["similarity_judgements"]
