@@ -53,6 +53,8 @@ class Settings:
     # only to public addresses and to image_allowed_networks (see beam_pipelines/images.py).
     image_roots: tuple[str, ...]
     image_allowed_networks: tuple[str, ...]
+    # the image tower's vector size, for an Elasticsearch dense_vector field (store/vectors.py)
+    image_embedding_dims: int = 64
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -79,6 +81,7 @@ class Settings:
                 "PRODCAT_IMAGE_ROOTS", str(data_dir(env))).split(os.pathsep) if p.strip()),
             image_allowed_networks=tuple(n.strip() for n in env.get(
                 "PRODCAT_IMAGE_ALLOWED_NETWORKS", "").split(",") if n.strip()),
+            image_embedding_dims=_positive(env, "PRODCAT_IMAGE_EMBEDDING_DIMS", "64", int),
         )
 
     def as_env(self) -> dict[str, str]:

@@ -165,18 +165,27 @@ BACKENDS = {"opensearch": _OpenSearchBackend, "elasticsearch": _ElasticsearchBac
 class ProductStore:
     """The product index: create it, load it, page through it, update it."""
 
-    def __init__(self, backend: str, url: str, index: str, mappings: dict | None = None):
+    def __init__(self, backend: str, url: str, index: str, mappings: dict | None = None,
+                 vector_dims: int | None = None):
+        """``vector_dims``: on Elasticsearch, the product index also gets a quantised
+        ``dense_vector`` field of that size (``store/vectors.py``)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown store backend {backend!r}; use one of {sorted(BACKENDS)}")
         self.backend = BACKENDS[backend](url)
         self.client = self.backend.client
         self.index = index
         self.mappings = mappings or PRODUCT_MAPPINGS
+        if vector_dims and backend == "elasticsearch" and mappings is None:
+            from store.vectors import vector_mapping
+
+            self.mappings = {**self.mappings, "properties": {
+                **self.mappings["properties"], **vector_mapping(vector_dims)}}
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> ProductStore:
         settings = settings or Settings.from_env()
-        return cls(settings.store_backend, settings.store_url, settings.store_index)
+        return cls(settings.store_backend, settings.store_url, settings.store_index,
+                   vector_dims=settings.image_embedding_dims)
 
     def create_index(self, recreate: bool = False) -> None:
         if self.client.indices.exists(index=self.index):
