@@ -5,7 +5,9 @@ No pre-trained weights can be fetched at run time, so prodcat trains its own tow
 (CosFace, Wang et al. 2018: logit_j = s · (cos θ_j − m·[j = y])): classes end up
 in separate, tight directions, so nearest neighbours by inner product are products
 of the same class. ``embed`` can average an image's and its mirror image's vectors
-(test-time augmentation, ``flip``).
+(test-time augmentation, ``flip``). ``train_contrastive`` is the self-supervised
+variant (SimCLR, Chen et al. 2020): no labels, two random views of each image pulled
+together and pushed away from every other image of the batch (the NT-Xent loss).
 Written with ``keras.ops`` only, so it runs on TensorFlow here and on JAX on a GPU host.
 """
 from __future__ import annotations
@@ -108,3 +110,37 @@ def embed(tower: keras.Model, images: np.ndarray, batch_size: int = 512,
                                                      verbose=0), np.float32)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return vectors
+
+
+def nt_xent(views, temperature: float = 0.1):
+    """SimCLR's NT-Xent loss over ``[n, 2, dim]`` unit vectors (two views per image): for view
+    i, −log( exp(s(i, i⁺)/τ) / Σ_{k≠i} exp(s(i, k)/τ) ) over all 2n views, averaged."""
+    n = ops.shape(views)[0]
+    z = ops.concatenate([views[:, 0], views[:, 1]], axis=0)  # [2n, dim]
+    logits = ops.matmul(z, ops.transpose(z)) / temperature
+    logits = logits - 1e9 * ops.eye(2 * n)  # k ≠ i
+    positives = ops.concatenate([ops.arange(n) + n, ops.arange(n)], axis=0)
+    return keras.losses.sparse_categorical_crossentropy(positives, logits, from_logits=True)
+
+
+def train_contrastive(images: np.ndarray, epochs: int = 10, batch_size: int = 256,
+                      dim: int = 64, temperature: float = 0.1, seed: int = 0,
+                      verbose: int = 2) -> tuple[keras.Model, list[float]]:
+    """Train the tower without labels: two augmented views of each image (mirror, shift,
+    zoom, contrast), NT-Xent over the batch, the learning rate decaying to zero (cosine).
+    Returns the tower and the loss per epoch."""
+    tower = build_tower(images.shape[1], dim, seed)
+    augment = keras.Sequential([layers.RandomFlip("horizontal", seed=seed),
+                                layers.RandomTranslation(0.15, 0.15, seed=seed),
+                                layers.RandomZoom(0.2, seed=seed),
+                                layers.RandomContrast(0.4, seed=seed)])
+    inputs = keras.Input(tower.input_shape[1:])
+    views = ops.stack([tower(augment(inputs)), tower(augment(inputs))], axis=1)
+    model = keras.Model(inputs, views)
+    steps = epochs * (len(images) // batch_size)
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(
+        1e-3, steps)), loss=lambda _, v: nt_xent(v, temperature))
+    whole = len(images) // batch_size * batch_size  # every batch full: as many negatives each
+    history = model.fit(as_input(images[:whole]), np.zeros(whole, np.float32),
+                        batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    return tower, history.history["loss"]
