@@ -19,13 +19,14 @@ RUN pip install --no-cache-dir opensearch-py==3.2.0 elasticsearch==9.5.1
 
 # What runs in this image; tests/airflow/test_docker_stack.py checks that every package
 # these modules import (however deep) is copied below.
-LABEL org.prodcat.entrypoints="catalog_train shared_config.runs store.dump store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer broker.publish active_learning.select webui plugins.prodcat_ui webui.users"
+LABEL org.prodcat.entrypoints="catalog_train shared_config.runs store.dump store.run_stats beam_pipelines.preprocess trainer.controller trainer.peer broker.publish active_learning.select similarity.neighbours webui plugins.prodcat_ui webui.users"
 COPY --chown=airflow:0 shared_config /opt/prodcat/shared_config
 COPY --chown=airflow:0 store /opt/prodcat/store
 COPY --chown=airflow:0 broker /opt/prodcat/broker
 COPY --chown=airflow:0 beam_pipelines /opt/prodcat/beam_pipelines
 COPY --chown=airflow:0 trainer /opt/prodcat/trainer
 COPY --chown=airflow:0 active_learning /opt/prodcat/active_learning
+COPY --chown=airflow:0 similarity /opt/prodcat/similarity
 COPY --chown=airflow:0 dags /opt/prodcat/dags
 COPY --chown=airflow:0 webui /opt/prodcat/webui
 COPY --chown=airflow:0 plugins /opt/prodcat/plugins

@@ -16,6 +16,7 @@ LABEL org.prodcat.entrypoints="trainer.controller"
 COPY shared_config shared_config
 COPY beam_pipelines beam_pipelines
 COPY trainer trainer
+COPY similarity similarity
 
 ENTRYPOINT ["python", "-m", "trainer.controller"]
 CMD ["--help"]
