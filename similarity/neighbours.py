@@ -14,7 +14,9 @@ Reads the run's ``embeddings/part-*.npz`` (``trainer/embed.py``) and writes
 path starts with the same N names (a shorter path: the same whole path); ``--level 0``
 searches the whole catalogue. Products without a predicted path form their own group,
 ``NO_PREDICTION``. A product is never its own neighbour; a group of n products gives
-each at most n − 1.
+each at most n − 1. Other listings of the same real product (the feed's group id,
+``shared_config/splits.py``) are not neighbours either — a feed lists one product under
+several affiliates, usually with one picture — unless ``--same-product``.
 
 **Memory.** Two passes over the shards. The first spills each shard's vectors, group
 by group, to local temporary files; the second loads one group at a time, indexes and
@@ -59,6 +61,7 @@ NO_PREDICTION = "(no prediction)"
 GLOBAL = "(all)"
 MAX_K = 1000
 RECALL_SAMPLE = 200
+SAME_PRODUCT_CAP = 200  # listings of one product looked past per query
 IVFPQ_RERANK = 4  # IVF-PQ shortlists 4·k candidates; exact inner products choose among them
 QUERY_CHUNK = 10_000
 RECORDS_PER_SHARD = 100_000
@@ -102,13 +105,19 @@ def build_index(vectors: np.ndarray, kind: str, k: int, seed: int = 0):
     return index
 
 
-def search(index, vectors: np.ndarray, k: int, rerank: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def search(index, vectors: np.ndarray, k: int, rerank: int = 1,
+           products: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(scores, rows)`` of each vector's k nearest others, itself left out wherever the
     index put it (-1 rows where the group has fewer). With ``rerank`` > 1 the index proposes
     ``rerank``·k candidates and the exact inner products of the vectors (in memory anyway)
-    choose among them: PQ's coarse scores only shortlist."""
+    choose among them: PQ's coarse scores only shortlist. ``products``: each row's real
+    product; other listings of the query's product are left out too (up to
+    ``SAME_PRODUCT_CAP`` of them are looked past)."""
     scores, rows = [], []
-    wanted = min(len(vectors), rerank * k + 1)
+    extra = 0
+    if products is not None:
+        extra = min(SAME_PRODUCT_CAP, int(np.unique(products, return_counts=True)[1].max()) - 1)
+    wanted = min(len(vectors), rerank * k + 1 + extra)
     for start in range(0, len(vectors), QUERY_CHUNK):
         queries = vectors[start:start + QUERY_CHUNK]
         found_scores, found = index.search(queries, wanted)
@@ -120,6 +129,8 @@ def search(index, vectors: np.ndarray, k: int, rerank: int = 1) -> tuple[np.ndar
             found_scores = np.take_along_axis(found_scores, order, axis=1)
         own = np.arange(start, start + len(found))[:, None]
         keep = (found != own) & (found >= 0)
+        if products is not None:
+            keep &= products[np.maximum(found, 0)] != products[own]
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept first, order unchanged
         taken = np.take_along_axis(keep, order, axis=1)
         rows.append(np.where(taken, np.take_along_axis(found, order, axis=1), -1))
@@ -127,15 +138,19 @@ def search(index, vectors: np.ndarray, k: int, rerank: int = 1) -> tuple[np.ndar
     return np.concatenate(scores), np.concatenate(rows)
 
 
-def sampled_recall(vectors: np.ndarray, rows: np.ndarray, k: int, seed: int = 0) -> float:
-    """Recall@k of the found rows against exact search, on ``RECALL_SAMPLE`` random queries."""
+def sampled_recall(vectors: np.ndarray, rows: np.ndarray, k: int, seed: int = 0,
+                   products: np.ndarray | None = None) -> float:
+    """Recall@k of the found rows against exact search (under the same exclusions), on
+    ``RECALL_SAMPLE`` random queries."""
     rng = np.random.default_rng(seed)
     hits = []
     for query in rng.choice(len(vectors), min(RECALL_SAMPLE, len(vectors)), replace=False):
         scores = vectors @ vectors[query]
         scores[query] = -np.inf
+        if products is not None:
+            scores[products == products[query]] = -np.inf
         truth = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
-        truth = set(truth.tolist()) - {int(query)}
+        truth = {int(t) for t in truth if np.isfinite(scores[t])}
         hits.append(len(truth & set(rows[query].tolist())) / max(1, len(truth)))
     return float(np.mean(hits))
 
@@ -147,24 +162,26 @@ class _Spill:
         self.directory = directory
         self.files: dict[str, list[str]] = defaultdict(list)
 
-    def add(self, group: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def add(self, group: str, ids: np.ndarray, vectors: np.ndarray,
+            products: np.ndarray) -> None:
         name = hashlib.sha256(group.encode("utf-8")).hexdigest()[:16]
         path = os.path.join(self.directory, f"{name}-{len(self.files[group]):06d}.npz")
-        np.savez(path, ids=ids, vectors=vectors)
+        np.savez(path, ids=ids, vectors=vectors, products=products)
         self.files[group].append(path)
 
-    def read(self, group: str) -> tuple[np.ndarray, np.ndarray]:
+    def read(self, group: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         parts = [np.load(path, allow_pickle=False) for path in self.files[group]]
-        ids = np.concatenate([part["ids"] for part in parts])
-        vectors = np.concatenate([part["vectors"] for part in parts])
+        found = tuple(np.concatenate([part[name] for part in parts])
+                      for name in ("ids", "vectors", "products"))
         for path in self.files.pop(group):
             os.remove(path)
-        return ids, vectors
+        return found
 
 
 def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto",
-               with_vectors: bool = False, seed: int = 0) -> dict:
-    """Find every embedded product's neighbours in its group; write them for publishing."""
+               with_vectors: bool = False, seed: int = 0, same_product: bool = False) -> dict:
+    """Find every embedded product's neighbours in its group; write them for publishing.
+    Other listings of the same real product are not neighbours unless ``same_product``."""
     if not 1 <= k <= MAX_K:
         raise ValueError(f"k must be 1..{MAX_K}, got {k}")
     if level < 0:
@@ -180,11 +197,11 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
     with tempfile.TemporaryDirectory(prefix="prodcat-similar-") as tmp:
         spill = _Spill(tmp)
         for number, shard in enumerate(shards):  # pass 1: spill each shard's vectors by group
-            ids, vectors, predicted = read_shard(shard)
+            ids, vectors, predicted, products = read_shard(shard)
             groups = np.array([group_of(path, level) for path in predicted], dtype=object)
             for group in sorted(set(groups)):
                 rows = groups == group
-                spill.add(group, ids[rows], vectors[rows])
+                spill.add(group, ids[rows], vectors[rows], products[rows])
                 sizes[group] += int(rows.sum())
             log.info("read embeddings shard %d/%d", number + 1, len(shards))
         for stale in storage.glob(paths.similar_dir + "part-*") + storage.glob(
@@ -195,15 +212,17 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
         recalls = {}
         with storage.ShardedJsonlWriter(paths.similar_dir, RECORDS_PER_SHARD) as out:
             for group in sorted(sizes):  # pass 2: one group at a time
-                ids, vectors = spill.read(group)
+                ids, vectors, products = spill.read(group)
                 wanted = min(k, len(ids) - 1)
                 kind = index_type(len(ids), index)
                 kinds[kind] += 1
                 if wanted > 0:
                     scores, rows = search(build_index(vectors, kind, wanted, seed), vectors,
-                                          wanted, IVFPQ_RERANK if kind == "ivfpq" else 1)
+                                          wanted, IVFPQ_RERANK if kind == "ivfpq" else 1,
+                                          None if same_product else products)
                     if kind != "flat":
-                        recalls[group] = round(sampled_recall(vectors, rows, wanted, seed), 4)
+                        recalls[group] = round(sampled_recall(
+                            vectors, rows, wanted, seed, None if same_product else products), 4)
                 else:
                     scores = rows = np.zeros((len(ids), 0))
                 tokens = tokeniser.tokens(vectors)
@@ -219,7 +238,7 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
                     out.write(record)
                 log.info("group %r: %d products, %s index", group, len(ids), kind)
     result = {"products": out.records, "shards": out.shards, "version": version, "k": k,
-              "level": level, "groups": len(sizes), "largest_group": max(sizes.values()),
+              "level": level, "same_product": same_product, "groups": len(sizes), "largest_group": max(sizes.values()),
               "products_without_prediction": sizes.get(NO_PREDICTION, 0),
               "index_types": dict(kinds), "seconds": round(time.monotonic() - started, 2),
               "similar_dir": paths.similar_dir}
@@ -241,6 +260,8 @@ def main(argv=None) -> None:
                              "default 2)")
     parser.add_argument("--index", choices=INDEX_TYPES, default="auto",
                         help="the index per group (default auto: by the group's size)")
+    parser.add_argument("--same-product", action="store_true",
+                        help="let other listings of the same product be neighbours")
     parser.add_argument("--with-vectors", action="store_true",
                         help="publish each product's vector too, for a store's own knn queries")
     args = parser.parse_args(argv)
@@ -248,7 +269,7 @@ def main(argv=None) -> None:
     if not 1 <= args.k <= MAX_K or args.level < 0:
         parser.error(f"--k must be 1..{MAX_K} and --level 0 or more")
     finish_stage(paths, "similar", neighbours(paths, args.k, args.level, args.index,
-                                              args.with_vectors))
+                                              args.with_vectors, same_product=args.same_product))
 
 
 if __name__ == "__main__":

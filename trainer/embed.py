@@ -6,8 +6,10 @@ write one vector per product.
 
 The tower (``trainer/image_embedding.py``) learns from the run's training products
 that have an image and one label: the exclusive objective's human labels, or the
-products with exactly one rule label (``auto``: whichever gives more images — the
-rules label many more products, the people far fewer but exactly). The same
+products with exactly one rule label (``auto``: the human labels when at least
+``MIN_EXACT_IMAGES`` labelled images of two classes or more are there — they are exact,
+and the rules, written on the text, often single out only a few broad classes — else
+whichever gives more images). The same
 objective's validation products decide early stopping. Then every product of the
 catalogue is embedded, in the order predict read them, and written with its
 predicted category path (from the run's predictions, checked id by id) to
@@ -28,6 +30,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from beam_pipelines.raw_schema import GROUP_KEY
 from shared_config import storage
 from shared_config.features import FeatureConfig
 from shared_config.paths import RunPaths
@@ -40,6 +43,7 @@ log = logging.getLogger("prodcat.trainer")
 EMBEDDINGS_PER_SHARD = 50_000
 TOKENISER_SAMPLE = 20_000
 LABEL_SOURCES = ("auto", "exclusive", "rule_based")
+MIN_EXACT_IMAGES = 100
 
 
 def image_feature(config: FeatureConfig):
@@ -112,7 +116,11 @@ def choose_labels(paths: RunPaths, vocabs, wanted: str, limit: int):
         raise ValueError(f"unknown label source {wanted!r}; use one of {LABEL_SOURCES}")
     candidates = ("exclusive", "rule_based") if wanted == "auto" else (wanted,)
     found = {o: labelled_images(paths, vocabs, o, "train", limit) for o in candidates}
-    objective = max(candidates, key=lambda o: len(found[o][1]))
+    exact = found.get("exclusive", (None, np.zeros(0)))[1]
+    if len(exact) >= MIN_EXACT_IMAGES and len(np.unique(exact)) >= 2:
+        objective = "exclusive"
+    else:
+        objective = max(candidates, key=lambda o: len(found[o][1]))
     images, labels = found[objective]
     if len(np.unique(labels)) < 2:
         raise RuntimeError(f"the tower needs training images of at least two {objective} "
@@ -137,9 +145,10 @@ def embed(paths: RunPaths, vocabs, epochs: int = 20, dim: int = 64, labels: str 
     if predicted is None:
         log.warning("no predictions in the run: neighbours can only be searched globally")
     counts = {"embedded": 0, "no_image": 0, "shards": 0}
-    ids, vectors, categories, sample = [], [], [], []
+    ids, vectors, categories, groups, sample = [], [], [], [], []
     for batch in data.raw_batches(data.catalog_files(paths), vocabs, 512):
         batch_ids = [i.decode("utf-8") for i in batch["id"].numpy()]
+        batch_groups = [g.decode("utf-8") for g in batch[GROUP_KEY].numpy()]
         encoded = batch[feature.name].numpy()
         has_image = np.char.str_len(encoded.astype(bytes)) > 0
         batch_paths = [[] for _ in batch_ids]
@@ -158,18 +167,21 @@ def embed(paths: RunPaths, vocabs, epochs: int = 20, dim: int = 64, labels: str 
                 ids.append(batch_ids[row])
                 vectors.append(vector)
                 categories.append(batch_paths[row])
+                groups.append(batch_groups[row])
                 if len(sample) < TOKENISER_SAMPLE:
                     sample.append(vector)
         while len(ids) >= EMBEDDINGS_PER_SHARD:
             embeddings.write_shard(paths.embeddings_dir, counts["shards"], ids[:EMBEDDINGS_PER_SHARD],
-                         vectors[:EMBEDDINGS_PER_SHARD], categories[:EMBEDDINGS_PER_SHARD])
+                                   vectors[:EMBEDDINGS_PER_SHARD], categories[:EMBEDDINGS_PER_SHARD],
+                                   groups[:EMBEDDINGS_PER_SHARD])
             counts["shards"] += 1
             counts["embedded"] += EMBEDDINGS_PER_SHARD
             del ids[:EMBEDDINGS_PER_SHARD], vectors[:EMBEDDINGS_PER_SHARD]
-            del categories[:EMBEDDINGS_PER_SHARD]
+            del categories[:EMBEDDINGS_PER_SHARD], groups[:EMBEDDINGS_PER_SHARD]
             log.info("embedded %d products", counts["embedded"])
     if ids:
-        embeddings.write_shard(paths.embeddings_dir, counts["shards"], ids, vectors, categories)
+        embeddings.write_shard(paths.embeddings_dir, counts["shards"], ids, vectors, categories,
+                               groups)
         counts["shards"] += 1
         counts["embedded"] += len(ids)
     if counts["embedded"] < 2:

@@ -52,7 +52,7 @@ def test_embed_streams_every_product_with_an_image_then_neighbours_follow(tmp_pa
         predicted = {p["id"]: p["exclusive"]["path"] for p in map(json.loads, lines)}
     seen = set()
     for shard in embeddings.shards(paths.embeddings_dir):
-        ids, vectors, paths_ = embeddings.read_shard(shard)
+        ids, vectors, paths_, _ = embeddings.read_shard(shard)
         assert len(ids) <= 64
         np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
         assert all(predicted[i] == p for i, p in zip(ids, paths_, strict=True))

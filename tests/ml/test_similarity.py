@@ -29,12 +29,13 @@ def unit(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
 
 
 def write_embeddings(paths: RunPaths, ids, vectors, categories, per_shard: int,
-                     tokeniser_rows: int = 1000) -> None:
+                     tokeniser_rows: int = 1000, products=None) -> None:
     create_run(paths, {})
     for number, start in enumerate(range(0, len(ids), per_shard)):
         end = start + per_shard
         embeddings.write_shard(paths.embeddings_dir, number, ids[start:end], vectors[start:end],
-                               categories[start:end])
+                               categories[start:end],
+                               None if products is None else products[start:end])
     storage.write_json(paths.embeddings_dir + embeddings.TOKENISER_FILE,
                        Tokeniser.fit(vectors[:tokeniser_rows]).to_dict())
 
@@ -125,6 +126,22 @@ def test_a_global_search_and_a_second_set_with_a_newer_version(tmp_path):
             nb.neighbours(paths, **bad)
     with pytest.raises(FileNotFoundError, match="embed"):
         nb.neighbours(RunPaths.for_run("none", str(tmp_path / "prefix")))
+
+
+def test_other_listings_of_the_same_product_are_not_neighbours(tmp_path):
+    paths = RunPaths.for_run("sim", str(tmp_path / "prefix"))
+    ids = [f"p{i}" for i in range(300)]
+    products = [f"g{i // 3}" for i in range(300)]  # three listings per product, one picture
+    vectors = np.repeat(unit(100), 3, axis=0)
+    write_embeddings(paths, ids, vectors, [["A"]] * 300, 100, products=products)
+    nb.neighbours(paths, k=5, level=1)
+    product_of = dict(zip(ids, products, strict=True))
+    for line in read_lines(paths.similar_dir):
+        found = [n["id"] for n in line["similar_products"]]
+        assert len(found) == 5 and all(product_of[f] != product_of[line["id"]] for f in found)
+    nb.neighbours(paths, k=5, level=1, same_product=True)
+    first = next(line for line in read_lines(paths.similar_dir) if line["id"] == "p0")
+    assert {n["id"] for n in first["similar_products"][:2]} == {"p1", "p2"}  # the same picture
 
 
 def _peak_bytes(tmp_path, name: str, groups: int) -> int:
