@@ -19,7 +19,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, TaskGroup, dag, task
 from prodcat_airflow.assets import TRAINED_RUN, trained_run
-from prodcat_airflow.stages import run_stage
+from prodcat_airflow.stages import record_run, run_stage
 
 from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN
 
@@ -81,8 +81,7 @@ def catalog_label_selection():
     def record_stats(run: str) -> dict:
         """The selection's figures, then the run's statistics and its runs-index document."""
         selection = run_stage("active_learning.select", "stats", "--run-id", run)
-        run_stage("shared_config.runs", "record-stats", "--run-id", run)
-        run_stage("store.run_stats", "--run-id", run)
+        record_run(run)
         return selection
 
     run = resolve_run()

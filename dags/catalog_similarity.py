@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, dag, task
 from prodcat_airflow.assets import TRAINED_RUN, trained_run
-from prodcat_airflow.stages import run_stage
+from prodcat_airflow.stages import record_run, run_stage
 
 from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN
 
@@ -78,9 +78,7 @@ def catalog_similarity():
 
     @task
     def record_stats(run: str) -> dict:
-        recorded = run_stage("shared_config.runs", "record-stats", "--run-id", run)
-        run_stage("store.run_stats", "--run-id", run)
-        return recorded
+        return record_run(run)
 
     run = resolve_run()
     with TaskGroup("similarity", tooltip="embed -> neighbours -> publish"):

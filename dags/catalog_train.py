@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, TaskGroup, dag, task
 from prodcat_airflow.assets import TRAINED_RUN
 from prodcat_airflow.gpu_training import train_on, train_pod
-from prodcat_airflow.stages import run_id_for, run_stage, trainer_flags
+from prodcat_airflow.stages import record_run, run_id_for, run_stage, trainer_flags
 
 from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN, OBJECTIVES
 
@@ -116,8 +116,7 @@ def catalog_train():
     def record_run_stats(run: str, outlet_events=None) -> dict:
         """Gather every stage's figures, then index them in the store for the UIs; the
         trained-run asset event names the run for active learning."""
-        recorded = run_stage("shared_config.runs", "record-stats", "--run-id", run)
-        run_stage("store.run_stats", "--run-id", run)
+        recorded = record_run(run)
         outlet_events[TRAINED_RUN].extra = {"run_id": run}
         return recorded
 

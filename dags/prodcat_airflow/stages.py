@@ -68,3 +68,11 @@ def trainer_flags(params: dict, model_type: str | None = None) -> list[str]:
             "--objectives", ",".join(params["objectives"]),
             "--epochs", str(params["epochs"]),
             "--batch-size", str(params["batch_size"])]
+
+
+def record_run(run: str) -> dict:
+    """Gather every stage's figures into the run's statistics, then index them in the store's
+    runs index for the UIs; the statistics as recorded."""
+    recorded = run_stage("shared_config.runs", "record-stats", "--run-id", run)
+    run_stage("store.run_stats", "--run-id", run)
+    return recorded
