@@ -238,7 +238,8 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
                     out.write(record)
                 log.info("group %r: %d products, %s index", group, len(ids), kind)
     result = {"products": out.records, "shards": out.shards, "version": version, "k": k,
-              "level": level, "same_product": same_product, "groups": len(sizes), "largest_group": max(sizes.values()),
+              "level": level, "same_product": same_product, "groups": len(sizes),
+              "largest_group": max(sizes.values()),
               "products_without_prediction": sizes.get(NO_PREDICTION, 0),
               "index_types": dict(kinds), "seconds": round(time.monotonic() - started, 2),
               "similar_dir": paths.similar_dir}
