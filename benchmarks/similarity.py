@@ -348,7 +348,7 @@ def ivfpq_rows(vectors: np.ndarray, exact: np.ndarray, k: int = 10) -> list[dict
     for nprobe in (8, 32, 128):
         ivf.nprobe = min(nprobe, ivf.nlist)
         started = time.perf_counter()
-        _, found = search(index, vectors, k, IVFPQ_RERANK)
+        _, found = search(index, vectors, vectors, k, IVFPQ_RERANK)
         seconds = time.perf_counter() - started
         recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, exact, strict=True)])
         rows.append({"nprobe": ivf.nprobe, "lists": ivf.nlist, "recall": float(recall),

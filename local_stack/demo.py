@@ -67,7 +67,8 @@ def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: f
 
 def neighbour_sample(store: ProductStore, run_id: str, shown: int = 5) -> list[str]:
     """A product with its nearest neighbours, as the store holds them."""
-    found = store.search({"term": {"similar_run_id": run_id}}, size=1)
+    found = [p for p in store.search({"term": {"similar_run_id": run_id}}, size=50)
+             if p.get("similar_products")]
     if not found:
         return ["  (no product carries neighbours)"]
     product = found[0]

@@ -14,9 +14,11 @@ Reads the run's ``embeddings/part-*.npz`` (``trainer/embed.py``) and writes
 path starts with the same N names (a shorter path: the same whole path); ``--level 0``
 searches the whole catalogue. Products without a predicted path form their own group,
 ``NO_PREDICTION``. A product is never its own neighbour; a group of n products gives
-each at most n − 1. Other listings of the same real product (the feed's group id,
-``shared_config/splits.py``) are not neighbours either — a feed lists one product under
-several affiliates, usually with one picture — unless ``--same-product``.
+each at most n − 1. Neighbours are *products*: each real product (the feed's group id,
+``shared_config/splits.py``) is indexed once, by its first listing, and a listing's
+neighbours never include its own product — a feed lists one product under several
+affiliates, usually with one picture, and a list of 20 copies of one product (or of
+itself) would help nobody. ``--same-product`` indexes every listing instead.
 
 **Memory.** Two passes over the shards. The first spills each shard's vectors, group
 by group, to local temporary files; the second loads one group at a time, indexes and
@@ -61,7 +63,6 @@ NO_PREDICTION = "(no prediction)"
 GLOBAL = "(all)"
 MAX_K = 1000
 RECALL_SAMPLE = 200
-SAME_PRODUCT_CAP = 200  # listings of one product looked past per query
 IVFPQ_RERANK = 4  # IVF-PQ shortlists 4·k candidates; exact inner products choose among them
 QUERY_CHUNK = 10_000
 RECORDS_PER_SHARD = 100_000
@@ -105,32 +106,29 @@ def build_index(vectors: np.ndarray, kind: str, k: int, seed: int = 0):
     return index
 
 
-def search(index, vectors: np.ndarray, k: int, rerank: int = 1,
-           products: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``(scores, rows)`` of each vector's k nearest others, itself left out wherever the
-    index put it (-1 rows where the group has fewer). With ``rerank`` > 1 the index proposes
-    ``rerank``·k candidates and the exact inner products of the vectors (in memory anyway)
-    choose among them: PQ's coarse scores only shortlist. ``products``: each row's real
-    product; other listings of the query's product are left out too (up to
-    ``SAME_PRODUCT_CAP`` of them are looked past)."""
+def search(index, base: np.ndarray, queries: np.ndarray, k: int, rerank: int = 1,
+           base_keys: np.ndarray | None = None,
+           query_keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, rows of base)`` of each query's k nearest base vectors, leaving out the one
+    whose key is the query's (its own row, or its product's representative; -1 rows where
+    there are fewer). Keys default to row numbers: ``queries`` is then ``base`` itself. With
+    ``rerank`` > 1 the index proposes ``rerank``·k candidates and their exact inner products
+    (the vectors are in memory anyway) choose among them: PQ's coarse scores only shortlist."""
+    base_keys = np.arange(len(base)) if base_keys is None else base_keys
+    query_keys = np.arange(len(queries)) if query_keys is None else query_keys
     scores, rows = [], []
-    extra = 0
-    if products is not None:
-        extra = min(SAME_PRODUCT_CAP, int(np.unique(products, return_counts=True)[1].max()) - 1)
-    wanted = min(len(vectors), rerank * k + 1 + extra)
-    for start in range(0, len(vectors), QUERY_CHUNK):
-        queries = vectors[start:start + QUERY_CHUNK]
-        found_scores, found = index.search(queries, wanted)
+    wanted = min(len(base), rerank * k + 1)
+    for start in range(0, len(queries), QUERY_CHUNK):
+        chunk = queries[start:start + QUERY_CHUNK]
+        found_scores, found = index.search(chunk, wanted)
         if rerank > 1:
-            exact = np.einsum("qd,qkd->qk", queries, vectors[np.maximum(found, 0)])
+            exact = np.einsum("qd,qkd->qk", chunk, base[np.maximum(found, 0)])
             found_scores = np.where(found >= 0, exact, -np.inf)
             order = np.argsort(-found_scores, axis=1, kind="stable")
             found = np.take_along_axis(found, order, axis=1)
             found_scores = np.take_along_axis(found_scores, order, axis=1)
-        own = np.arange(start, start + len(found))[:, None]
-        keep = (found != own) & (found >= 0)
-        if products is not None:
-            keep &= products[np.maximum(found, 0)] != products[own]
+        own = query_keys[start:start + len(chunk)][:, None]
+        keep = (found >= 0) & (base_keys[np.maximum(found, 0)] != own)
         order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # kept first, order unchanged
         taken = np.take_along_axis(keep, order, axis=1)
         rows.append(np.where(taken, np.take_along_axis(found, order, axis=1), -1))
@@ -138,21 +136,30 @@ def search(index, vectors: np.ndarray, k: int, rerank: int = 1,
     return np.concatenate(scores), np.concatenate(rows)
 
 
-def sampled_recall(vectors: np.ndarray, rows: np.ndarray, k: int, seed: int = 0,
-                   products: np.ndarray | None = None) -> float:
-    """Recall@k of the found rows against exact search (under the same exclusions), on
+def sampled_recall(base: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int,
+                   base_keys: np.ndarray, query_keys: np.ndarray, seed: int = 0) -> float:
+    """Recall@k of the found rows against exact search (under the same exclusion), on
     ``RECALL_SAMPLE`` random queries."""
     rng = np.random.default_rng(seed)
     hits = []
-    for query in rng.choice(len(vectors), min(RECALL_SAMPLE, len(vectors)), replace=False):
-        scores = vectors @ vectors[query]
-        scores[query] = -np.inf
-        if products is not None:
-            scores[products == products[query]] = -np.inf
+    for query in rng.choice(len(queries), min(RECALL_SAMPLE, len(queries)), replace=False):
+        scores = base @ queries[query]
+        scores[base_keys == query_keys[query]] = -np.inf
         truth = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
         truth = {int(t) for t in truth if np.isfinite(scores[t])}
         hits.append(len(truth & set(rows[query].tolist())) / max(1, len(truth)))
     return float(np.mean(hits))
+
+
+def representatives(products: np.ndarray, same_product: bool) -> tuple[np.ndarray, np.ndarray,
+                                                                       np.ndarray]:
+    """``(rows indexed, their keys, each row's key)``: one listing per real product (its first),
+    keyed by product; with ``same_product``, every listing, keyed by itself."""
+    if same_product:
+        every = np.arange(len(products))
+        return every, every, every
+    keys, first, inverse = np.unique(products, return_index=True, return_inverse=True)
+    return first, np.arange(len(keys)), inverse.reshape(-1)
 
 
 class _Spill:
@@ -213,18 +220,21 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
         with storage.ShardedJsonlWriter(paths.similar_dir, RECORDS_PER_SHARD) as out:
             for group in sorted(sizes):  # pass 2: one group at a time
                 ids, vectors, products = spill.read(group)
-                wanted = min(k, len(ids) - 1)
-                kind = index_type(len(ids), index)
+                indexed, keys, query_keys = representatives(products, same_product)
+                base = vectors[indexed]
+                wanted = min(k, len(indexed) - 1)
+                kind = index_type(len(indexed), index)
                 kinds[kind] += 1
                 if wanted > 0:
-                    scores, rows = search(build_index(vectors, kind, wanted, seed), vectors,
-                                          wanted, IVFPQ_RERANK if kind == "ivfpq" else 1,
-                                          None if same_product else products)
+                    scores, found = search(build_index(base, kind, wanted, seed), base, vectors,
+                                           wanted, IVFPQ_RERANK if kind == "ivfpq" else 1,
+                                           keys, query_keys)
                     if kind != "flat":
-                        recalls[group] = round(sampled_recall(
-                            vectors, rows, wanted, seed, None if same_product else products), 4)
+                        recalls[group] = round(sampled_recall(base, vectors, found, wanted, keys,
+                                                              query_keys, seed), 4)
+                    rows = np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
                 else:
-                    scores = rows = np.zeros((len(ids), 0))
+                    scores = rows = np.zeros((len(ids), 0), dtype=np.int64)
                 tokens = tokeniser.tokens(vectors)
                 for row, product_id in enumerate(ids):
                     record = {"id": str(product_id), "run_id": paths.run_id, "version": version,

@@ -139,6 +139,8 @@ def test_other_listings_of_the_same_product_are_not_neighbours(tmp_path):
     for line in read_lines(paths.similar_dir):
         found = [n["id"] for n in line["similar_products"]]
         assert len(found) == 5 and all(product_of[f] != product_of[line["id"]] for f in found)
+        assert all(int(f[1:]) % 3 == 0 for f in found)  # one listing per product: its first
+        assert len({product_of[f] for f in found}) == 5
     nb.neighbours(paths, k=5, level=1, same_product=True)
     first = next(line for line in read_lines(paths.similar_dir) if line["id"] == "p0")
     assert {n["id"] for n in first["similar_products"][:2]} == {"p1", "p2"}  # the same picture
