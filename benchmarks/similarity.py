@@ -356,6 +356,23 @@ def ivfpq_rows(vectors: np.ndarray, exact: np.ndarray, k: int = 10) -> list[dict
     return rows
 
 
+def random_index_benchmark(n: int, seed: int) -> None:
+    """The indexes over n random unit vectors: no structure, the hardest case for an ANN."""
+    vectors = np.random.default_rng(seed).normal(size=(n, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    exact = exact_neighbours(vectors, 10, "ip")
+    print(f"{n:,} random 64-d unit vectors, {os.cpu_count()} cores")
+    print("| index | recall@10 vs exact | queries/s | build s | bytes/product |\n"
+          "|---|---|---|---|---|")
+    for row in ann_rows(vectors, exact):
+        print(f"| HNSW M=32, efSearch {row['ef_search']} | {row['recall']:.3f} | "
+              f"{row['qps']:,.0f} | {row['build_s']:.2f} | {row['bytes']:.0f} |")
+    for row in ivfpq_rows(vectors, exact):
+        print(f"| IVF-PQ {row['lists']} lists, nprobe {row['nprobe']}, 4·k re-ranked | "
+              f"{row['recall']:.3f} | {row['qps']:,.0f} | {row['build_s']:.2f} | "
+              f"{row['bytes']:.0f} |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.similarity", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -370,12 +387,16 @@ def main(argv=None) -> None:
     parser.add_argument("--grid", metavar="PNG", help="write example neighbours here")
     parser.add_argument("--catalogue", action="store_true",
                         help="measure on the demo catalogue instead of Fashion-MNIST")
+    parser.add_argument("--random-index", type=int, metavar="N",
+                        help="measure only the indexes, over N random unit vectors")
     args = parser.parse_args(argv)
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = set(args.variants) - {"supervised", "contrastive"}
     if unknown or not args.variants:
         parser.error(f"unknown variants {sorted(unknown)}; use supervised, contrastive")
-    if args.catalogue:
+    if args.random_index:
+        random_index_benchmark(args.random_index, args.seed)
+    elif args.catalogue:
         catalogue_benchmark(args)
     else:
         fashion_mnist_benchmark(args)
