@@ -18,6 +18,7 @@ class TcpProxy:
         self._server = None
         self._live: set = set()
         self._lock = threading.Lock()
+        self._cut = False
         self.restore()
 
     def restore(self) -> None:
@@ -25,10 +26,13 @@ class TcpProxy:
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", self.port))
         server.listen(64)
-        self._server = server
+        with self._lock:
+            self._server, self._cut = server, False
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def cut(self) -> None:
+        with self._lock:
+            self._cut = True  # a connection being accepted right now is closed, not kept
         try:
             self._server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         except OSError:
@@ -55,6 +59,10 @@ class TcpProxy:
                 client.close()
                 continue
             with self._lock:
+                if self._cut or server is not self._server:  # cut while it was being accepted
+                    client.close()
+                    upstream.close()
+                    return
                 self._live.update((client, upstream))
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
