@@ -61,16 +61,22 @@ def _pixels(encoded: np.ndarray, size: int) -> np.ndarray:
                       dtype=np.uint8)
 
 
+def _has_image(encoded: np.ndarray) -> np.ndarray:
+    """Which of a batch's image fields hold bytes (an empty one: no usable image)."""
+    return np.char.str_len(encoded.astype(bytes)) > 0
+
+
 def labelled_images(paths: RunPaths, vocabs, objective: str, split: str,
                     limit: int) -> tuple[np.ndarray, np.ndarray]:
     """``(uint8 images, class ids)`` of the split's products with an image and one label
     of ``objective`` (a rule-labelled product counts only with exactly one rule label)."""
     feature = image_feature(vocabs.config)
+    none = np.zeros((0, feature.image_size, feature.image_size), np.uint8), np.zeros(0, int)
     images, labels = [], []
     try:
         files = data.tfrecord_files(paths, objective, split)
     except FileNotFoundError:
-        return np.zeros((0, feature.image_size, feature.image_size), np.uint8), np.zeros(0, int)
+        return none
     kept = 0
     for batch in data.raw_batches(files, vocabs, 512):
         encoded = batch[feature.name].numpy()
@@ -83,7 +89,7 @@ def labelled_images(paths: RunPaths, vocabs, objective: str, split: str,
             label = np.full(len(encoded), -1)
             single = counts[rows] == 1
             label[rows[single]] = sparse.values.numpy()[single]
-        keep = (label >= 0) & (np.char.str_len(encoded.astype(bytes)) > 0)
+        keep = (label >= 0) & _has_image(encoded)
         if keep.any():
             images.append(_pixels(encoded[keep], feature.image_size))
             labels.append(label[keep])
@@ -91,7 +97,7 @@ def labelled_images(paths: RunPaths, vocabs, objective: str, split: str,
         if kept >= limit:
             break
     if not images:
-        return np.zeros((0, feature.image_size, feature.image_size), np.uint8), np.zeros(0, int)
+        return none
     return np.concatenate(images)[:limit], np.concatenate(labels)[:limit].astype(np.int64)
 
 
@@ -150,7 +156,7 @@ def embed(paths: RunPaths, vocabs, epochs: int = 20, dim: int = 64, labels: str 
         batch_ids = [i.decode("utf-8") for i in batch["id"].numpy()]
         batch_groups = [g.decode("utf-8") for g in batch[GROUP_KEY].numpy()]
         encoded = batch[feature.name].numpy()
-        has_image = np.char.str_len(encoded.astype(bytes)) > 0
+        has_image = _has_image(encoded)
         batch_paths = [[] for _ in batch_ids]
         if predicted is not None:
             for row, product_id in enumerate(batch_ids):
