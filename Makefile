@@ -19,11 +19,13 @@ export PRODCAT_ML_PYTHON ?= $(ML_PYTHON)
 export PRODCAT_AIRFLOW_BIN ?= $(VENVS)/airflow/bin/airflow
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help install demo test up ui airflow-ui lock lint-docker clean
+.PHONY: help install demo test up ui airflow-ui lock lint-docker clean benchmark-end-to-end
 
 help:
 	@echo "make demo        install, start the local stack, run catalog_train once, print a summary"
 	@echo "make test        install and run the test suite"
+	@echo "make benchmark-end-to-end N=100000 [COMPARE=REV] [PLOT=docs/end_to_end.png]"
+	@echo "                 N generated products end to end, stage by stage (see benchmarks/end_to_end.py)"
 	@echo "make up          keep the local stack (store, RabbitMQ, updater) running until Ctrl-C"
 	@echo "make ui          serve the labelling and admin UI on its own on http://127.0.0.1:8090"
 	@echo "make airflow-ui  serve the Airflow UI (and scheduler) on http://localhost:8080, the labelling UI in it"
@@ -68,6 +70,10 @@ $(AIRFLOW_HOME)/.migrated: $(VENVS)/airflow/.installed
 
 demo: install
 	$(ML_PYTHON) -m local_stack.demo
+
+N ?= 100000
+benchmark-end-to-end: install
+	$(ML_PYTHON) -m benchmarks.end_to_end --products $(N) $(if $(COMPARE),--compare-rev $(COMPARE)) $(if $(PLOT),--plot $(PLOT))
 
 test: install
 	$(ML_PYTHON) -m pytest tests/ml

@@ -69,6 +69,9 @@ class Updater:
         self._clock = time.monotonic
         self._ready_at = 0.0  # when the rate ceiling lets the next batch go
         self._connection: pika.BlockingConnection | None = None
+        # wall-clock span of the work: the first message received, the last batch acknowledged
+        self.first_message_at: float | None = None
+        self.last_ack_at: float | None = None
 
     def _sleep(self, seconds: float) -> None:
         """Wait; on a live broker connection, while serving its heartbeats (a plain
@@ -122,6 +125,8 @@ class Updater:
                         break
                     continue
                 idle_since = time.monotonic()
+                if self.first_message_at is None:
+                    self.first_message_at = time.time()
                 pending.append(_Pending(method.delivery_tag, properties.message_id,
                                         *messages.parse(body)))
                 pending_updates += len(pending[-1].updates)
@@ -172,6 +177,7 @@ class Updater:
                 else:
                     self.counts[result] += 1
             channel.basic_ack(item.delivery_tag)
+        self.last_ack_at = time.time()
         log.info("updates so far: %s", self.counts)
         pending.clear()
 

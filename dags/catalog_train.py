@@ -61,7 +61,7 @@ RUN_ID_PATTERN = "^$|" + ID_PATTERN
                                      description="A supervised model trained and evaluated beside "
                                                  "the main one, for comparison; none: skip."),
         "epochs": Param(10, type="integer", minimum=1, maximum=1000, title="Epochs"),
-        "batch_size": Param(64, type="integer", minimum=1, maximum=65536, title="Batch size"),
+        "batch_size": Param(256, type="integer", minimum=1, maximum=65536, title="Batch size"),
     },
 )
 def catalog_train():

@@ -11,20 +11,23 @@ the labelling UI (``local_stack/ui.py``) with the queue active learning filled.
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime as dt
+import io
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 from catalog_data import oracle, reviews_catalog
-from local_stack.stack import REPO_ROOT, running_stack
+from local_stack.stack import REPO_ROOT, STATE_DIR, running_stack
 from local_stack.ui import running_ui, serve
 from shared_config import storage
-from shared_config.cli import setup_logging
+from shared_config.cli import PROGRESS_MARKER, STAGE_MARKER, Progress, setup_logging
 from shared_config.paths import RunPaths, validate_id
 from shared_config.settings import Settings
 from store import demo_catalog
@@ -39,28 +42,87 @@ def airflow_bin() -> str:
     return os.environ.get("PRODCAT_AIRFLOW_BIN") or str(REPO_ROOT / ".venvs" / "airflow" / "bin" / "airflow")
 
 
-def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train") -> None:
+class Console:
+    """What the demo shows: quiet by default (each stage's progress on one line, its result
+    on one line; everything else in a log file whose path is printed), or all of it."""
+
+    def __init__(self, verbose: bool, log_dir: Path, stream=None):
+        self.verbose, self.log_dir = verbose, log_dir
+        self.stream = stream or sys.stdout
+        self.live = self.stream.isatty()
+        self._progress_shown = False
+
+    def say(self, text: str) -> None:
+        self._end_progress()
+        print(text, file=self.stream, flush=True)
+
+    def progress(self, text: str) -> None:
+        """One line that a TTY rewrites in place; elsewhere, a line each time."""
+        if self.live:
+            self.stream.write("\r\033[K  " + text)
+            self.stream.flush()
+            self._progress_shown = True
+        else:
+            print("  " + text, file=self.stream, flush=True)
+
+    def _end_progress(self) -> None:
+        if self._progress_shown:
+            self.stream.write("\n")
+            self._progress_shown = False
+
+    def show(self, line: str) -> None:
+        """A line of a DAG's output: a stage's result or progress, or (verbose) anything."""
+        if self.verbose:
+            print(line, file=self.stream, flush=True)
+        elif STAGE_MARKER in line:
+            self.say("  " + line.split(STAGE_MARKER, 1)[1])
+        elif PROGRESS_MARKER in line:
+            self.progress(line.split(PROGRESS_MARKER, 1)[1])
+
+
+def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train",
+            console: Console | None = None) -> None:
+    """``airflow dags test`` the DAG; its whole output goes to a log file, the console shows
+    each stage's progress and result."""
+    console = console or Console(True, STATE_DIR / "logs" / "demo")
     command = [airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(
         {"run_id": run_id, **conf} if run_id else conf)]
+    console.log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = console.log_dir / f"{dag_id}-{dt.datetime.now():%Y%m%dT%H%M%S}.log"
+    console.say(f"{dag_id}  (full log: {log_path})")
     log.info("running the %s DAG: %s", dag_id, " ".join(command))
-    completed = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False)
-    if completed.returncode != 0:
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    with open(log_path, "w", encoding="utf-8") as log_file, subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1) as process:
+        for line in process.stdout:
+            log_file.write(line)
+            tail.append(line.rstrip("\n"))
+            console.show(line.rstrip("\n"))
+    if process.returncode != 0:
+        if not console.verbose:
+            console.say("\n".join(tail))
         raise RuntimeError(f"airflow dags test {dag_id} failed with exit code "
-                           f"{completed.returncode}")
+                           f"{process.returncode}; full log: {log_path}")
 
 
 def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: float,
-                     field: str = "prediction_run_id") -> int:
+                     field: str = "prediction_run_id", console: Console | None = None) -> int:
     """Poll the store until ``expected`` products carry ``run_id`` in ``field`` (or time
     runs out)."""
     deadline = time.monotonic() + timeout
+    progress = Progress(f"store ({field})", expected, "products updated", every=0,
+                        stream=io.StringIO())
     updated = 0
     while time.monotonic() < deadline:
         store.refresh()
         updated = store.count({"term": {field: run_id}})
         if updated >= expected:
             break
-        log.info("store: %d of %d products updated (%s)", updated, expected, field)
+        if console is not None:
+            console.progress(progress.line(updated))
+        else:
+            log.info("store: %d of %d products updated (%s)", updated, expected, field)
         time.sleep(2)
     return updated
 
@@ -180,23 +242,28 @@ def load_catalogue(store: ProductStore, args) -> dict:
 
 
 def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
+    console = Console(args.verbose, STATE_DIR / "logs" / "demo")
+    started = time.monotonic()
     with running_stack(settings):
         store = ProductStore.from_settings(settings)
+        console.say("loading the catalogue into the store ...")
         catalogue = load_catalogue(store, args)
-        log.info("catalogue loaded: %s", catalogue)
-        run_dag(args.run_id, {"epochs": args.epochs}, env)
+        console.say(f"  {catalogue['catalogue']}; labelled: {catalogue['labelled']}")
+        run_dag(args.run_id, {"epochs": args.epochs}, env, console=console)
         # active learning follows the trained run: no run id given, the trained-run asset's
         # latest event names it, as when the scheduler triggers it on that event
-        run_dag("", {"batch_size": args.selection_batch}, env, "catalog_label_selection")
+        run_dag("", {"batch_size": args.selection_batch}, env, "catalog_label_selection",
+                console)
         if args.similar_k and args.catalog == "generated":
-            log.info("a generated catalogue has no images: catalog_similarity is skipped")
+            console.say("a generated catalogue has no images: catalog_similarity is skipped")
             args.similar_k = 0
         if args.similar_k:
             run_dag("", {"k": args.similar_k, "level": args.similar_level,
-                         "embed_epochs": args.embed_epochs}, env, "catalog_similarity")
+                         "embed_epochs": args.embed_epochs}, env, "catalog_similarity", console)
         published = storage.read_json(paths.stats_file("publish"))["published"]
+        console.say("waiting for the updater to write the store ...")
         delivered = {"updated": wait_for_updates(store, args.run_id, published,
-                                                 args.update_timeout),
+                                                 args.update_timeout, console=console),
                      "with_path": store.count({"bool": {"filter": [
                          {"term": {"prediction_run_id": args.run_id}},
                          {"exists": {"field": "prediction_path"}}]}}),
@@ -206,7 +273,9 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
         if args.similar_k:
             similar = storage.read_json(paths.stats_file("publish_similar"))["published"]
             delivered["similar"] = wait_for_updates(store, args.run_id, similar,
-                                                    args.update_timeout, "similar_run_id")
+                                                    args.update_timeout, "similar_run_id",
+                                                    console)
+        console.say(f"done in {time.monotonic() - started:,.0f} s\n")
         found = store.search({"term": {"prediction_run_id": args.run_id}}, size=1)
         sample = {k: found[0][k] for k in ("id", "title", "prediction_run_id", "prediction_path",
                                            "prediction")} if found else {}
@@ -234,7 +303,6 @@ def run_demo(args, settings: Settings, paths: RunPaths, env: dict) -> int:
 
 
 def main(argv=None) -> int:
-    setup_logging()
     parser = argparse.ArgumentParser(prog="python -m local_stack.demo", description=__doc__)
     parser.add_argument("--catalog", choices=("reviews", "generated"), default="reviews",
                         help="reviews: the real demo catalogue; generated: a small synthetic one")
@@ -256,14 +324,21 @@ def main(argv=None) -> int:
     parser.add_argument("--serve-ui", type=float, default=None, metavar="SECONDS",
                         help="keep the stack and the UI up this long at the end (default: until "
                              "Ctrl-C in a terminal, not at all otherwise)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show every line of every stage (TensorFlow, Beam, Airflow) here "
+                             "instead of in the log files")
     args = parser.parse_args(argv)
+    setup_logging(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         validate_id(args.run_id, "run_id")
         settings = Settings.from_env()
     except ValueError as err:
         parser.error(str(err))
     paths = RunPaths.for_run(args.run_id, settings.prefix)
-    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT),
+           **({"PRODCAT_VERBOSE": "1"} if args.verbose else {})}
     try:
         return run_demo(args, settings, paths, env)
     except (RuntimeError, OSError) as err:

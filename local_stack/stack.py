@@ -23,11 +23,11 @@ def _port(url: str, default: int) -> int:
     return urlparse(url).port or default
 
 
-def start_updater(env: dict, log_path: Path) -> subprocess.Popen:
+def start_updater(env: dict, log_path: Path, code_dir: Path = REPO_ROOT) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "broker.updater"], cwd=REPO_ROOT,
-                            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+    handle = open(log_path, "ab")  # noqa: SIM115 (the updater writes it until it stops)
+    return subprocess.Popen([sys.executable, "-m", "broker.updater"], cwd=code_dir,
+                            env={**env, "PYTHONPATH": str(code_dir)},
                             stdout=handle, stderr=subprocess.STDOUT)
 
 
@@ -41,25 +41,29 @@ def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: str = "prodcat"):
-    """Start the store, a RabbitMQ node and the updater; stop them all on exit."""
+def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: str = "prodcat",
+                  code_dir: Path = REPO_ROOT):
+    """Start the store, a RabbitMQ node and the updater (``code_dir``'s); stop them all on
+    exit."""
     if urlparse(settings.store_url).hostname not in ("127.0.0.1", "localhost"):
         raise ServiceError(f"PRODCAT_STORE_URL={mask_url(settings.store_url)}: the local stack serves "
                            "the store on 127.0.0.1 only")
     amqp_port = _port(settings.amqp_url, 5672)
     store = start_store(_port(settings.store_url, 9200))
     node = RabbitNode(port=amqp_port, dist_port=amqp_port + 20000, name=rabbit_name)
-    updater = None
+    updaters: list[subprocess.Popen] = []
     try:
         node.start()
         env = {**os.environ, **settings.as_env()}
-        updater = start_updater(env, state_dir / "logs" / "updater.log")
+        for number in range(settings.updaters):
+            name = "updater.log" if number == 0 else f"updater-{number + 1}.log"
+            updaters.append(start_updater(env, state_dir / "logs" / name, code_dir))
         time.sleep(0.5)
-        if updater.poll() is not None:
-            raise ServiceError(f"the updater exited at start; see {state_dir / 'logs' / 'updater.log'}")
-        yield {"store": store, "rabbit": node, "updater": updater}
+        if any(updater.poll() is not None for updater in updaters):
+            raise ServiceError(f"an updater exited at start; see {state_dir / 'logs'}/updater*.log")
+        yield {"store": store, "rabbit": node, "updater": updaters[0], "updaters": updaters}
     finally:
-        if updater:
+        for updater in updaters:
             stop_process(updater)
         node.stop()
         store.close()

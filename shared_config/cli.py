@@ -1,21 +1,67 @@
 """Conventions shared by the stages' command-line entry points.
 
-Each stage prints progress on stderr and, last, one ``PRODCAT_RESULT {json}``
-line on stdout: Airflow's stage runner turns that line into the task's XCom, and
-the same JSON is kept under the run's ``stats/`` directory.
+Each stage logs on stderr, prints a ``PRODCAT_PROGRESS`` line now and then (items
+done, rate, time left: ``Progress``) and, last, one ``PRODCAT_RESULT {json}`` line
+on stdout: Airflow's stage runner turns that line into the task's XCom, and the
+same JSON (with the stage's peak memory) is kept under the run's ``stats/``
+directory. The stage runner shows the progress lines and keeps the rest in a log
+file per stage.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import resource
 import sys
+import time
 
 RESULT_MARKER = "PRODCAT_RESULT "
+PROGRESS_MARKER = "PRODCAT_PROGRESS "
+STAGE_MARKER = "PRODCAT_STAGE "  # the stage runner's one line per finished stage
+PROGRESS_EVERY_SECONDS = 15.0
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+def peak_rss_mib() -> float:
+    """The most memory this process, or any child it waited for, held at once (MiB)."""
+    return round(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                     resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1)
+
+
+class Progress:
+    """One ``PRODCAT_PROGRESS`` line at most every ``every`` seconds: what a stage has done,
+    its rate and, with a ``total``, the time left.
+
+    ``Progress("predict", total=100_000, unit="products").update(done)``
+    """
+
+    def __init__(self, stage: str, total: int | None = None, unit: str = "products",
+                 every: float = PROGRESS_EVERY_SECONDS, stream=None):
+        self.stage, self.total, self.unit, self.every = stage, total, unit, every
+        self.stream = stream or sys.stderr
+        self.started = self._last = time.monotonic()
+
+    def line(self, done: int) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = done / elapsed
+        text = f"{self.stage}: {done:,}"
+        if self.total:
+            text += f" of {self.total:,}"
+        text += f" {self.unit}, {rate:,.0f}/s"
+        if self.total and rate > 0 and done < self.total:
+            text += f", about {(self.total - done) / rate:,.0f} s left"
+        return text
+
+    def update(self, done: int, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.every:
+            self._last = now
+            self.stream.write(PROGRESS_MARKER + self.line(done) + "\n")
+            self.stream.flush()
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("opensearch").setLevel(logging.WARNING)
@@ -26,6 +72,7 @@ def finish_stage(paths, stage: str, result: dict) -> None:
     """Keep a stage's result under the run's ``stats/`` and print it."""
     from shared_config import storage
 
+    result = {**result, "peak_rss_mib": peak_rss_mib()}
     storage.write_json(paths.stats_file(stage), result)
     emit_result(result)
 

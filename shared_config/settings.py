@@ -55,6 +55,9 @@ class Settings:
     image_allowed_networks: tuple[str, ...]
     # the image tower's vector size, for an Elasticsearch dense_vector field (store/vectors.py)
     image_embedding_dims: int = 64
+    # updater processes the local stack starts on the one queue (versioned writes keep them
+    # safe against each other); each keeps to updater_max_docs_per_second on its own
+    updaters: int = 1
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -82,6 +85,7 @@ class Settings:
             image_allowed_networks=tuple(n.strip() for n in env.get(
                 "PRODCAT_IMAGE_ALLOWED_NETWORKS", "").split(",") if n.strip()),
             image_embedding_dims=_positive(env, "PRODCAT_IMAGE_EMBEDDING_DIMS", "64", int),
+            updaters=_positive(env, "PRODCAT_UPDATERS", "1", int),
         )
 
     def as_env(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ import logging
 import time
 
 from shared_config import features, storage
-from shared_config.cli import finish_stage, run_paths, setup_logging
+from shared_config.cli import Progress, finish_stage, run_paths, setup_logging
 from shared_config.paths import SPLITS, RunPaths
 from shared_config.splits import split_of
 from store.client import ProductStore
@@ -30,13 +30,13 @@ def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
     if storage.exists(paths.dump_dir):  # an earlier dump's shards must not mix with these
         storage.remove(paths.dump_dir)
     storage.makedirs(paths.dump_dir)
+    progress = Progress("dump", store.count(), "products")
     with storage.ShardedJsonlWriter(paths.dump_dir, shard_size) as shards:
         for product in store.iter_products(page_size=page_size):
             shards.write(product)  # as ASCII JSON: any string the store returns is kept
             if isinstance(product, dict):
                 per_split[split_of(product, config.group_field, config.id_field)] += 1
-            if shards.records % (page_size * 10) == 0:
-                log.info("dumped %d products", shards.records)
+            progress.update(shards.records)
     if shards.records == 0:
         raise RuntimeError(f"the store index {store.index!r} holds no products: nothing to dump")
     seconds = time.monotonic() - started

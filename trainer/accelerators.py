@@ -25,6 +25,11 @@ log = logging.getLogger("prodcat.trainer")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 XLA_CHOICES = ("auto", "on", "off")
 BFLOAT16_COMPUTE_CAPABILITY = (8, 0)
+# train steps per call into the compiled graph on one device: the per-step Python and
+# callback overhead of ``fit`` is paid once every 16 batches (``benchmarks.trainer_throughput``
+# measures it). Several replicas keep 1: a distributed multi-step loop ends badly when the
+# data runs out inside it.
+STEPS_PER_EXECUTION = 16
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class Accelerator:
         return {"gpus": self.gpus, "replicas": self.strategy.num_replicas_in_sync,
                 "strategy": type(self.strategy).__name__, "precision": self.precision,
                 "xla": self.jit_compile}
+
+    @property
+    def steps_per_execution(self) -> int:
+        return STEPS_PER_EXECUTION if self.strategy.num_replicas_in_sync == 1 else 1
 
     def loss_scale_optimizer(self, optimizer):
         """Wrap an optimizer for float16 training (bfloat16 and float32 need no scaling)."""

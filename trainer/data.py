@@ -1,7 +1,8 @@
 """tf.data input pipelines over the Beam job's TFRecords, shaped for the model.
 
-TF-IDF features arrive as sparse (term id, weight) pairs and become one dense
-vector per text field; labels become a class index (exclusive) or a multi-hot
+TF-IDF features arrive as sparse (term id, weight) pairs and stay sparse: one
+``tf.SparseTensor`` [batch, vocabulary] per text field, which the model's first layer
+multiplies without ever making it dense (``trainer.model.dense_layer``); labels become a class index (exclusive) or a multi-hot
 vector (rule_based), each with a 0/1 weight that masks products without it.
 """
 from __future__ import annotations
@@ -46,6 +47,13 @@ def _dense_from_sparse(ids: tf.SparseTensor, values, width: int) -> tf.Tensor:
     return tf.scatter_nd(coords, values, tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))
 
 
+def _sparse_from_ids(ids: tf.SparseTensor, values, width: int) -> tf.SparseTensor:
+    """[batch, width] sparse rows from per-row term ids and their weights."""
+    return tf.sparse.reorder(tf.SparseTensor(
+        tf.stack([ids.indices[:, 0], ids.values], axis=1), values,
+        tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)])))
+
+
 def decode_images(encoded: tf.Tensor, size: int) -> tf.Tensor:
     """PNG/JPEG/GIF/BMP bytes -> [batch, size, size, 1] greyscale in [0, 1]; no image -> zeros."""
     def one(data):
@@ -63,7 +71,7 @@ def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
     for feature in vocabs.config.features:
         if feature.kind == "text":
             ids, weights = batch[f"{feature.name}_ids"], batch[f"{feature.name}_weights"]
-            inputs[feature.name] = _dense_from_sparse(ids, weights.values, vocabs.input_size(feature))
+            inputs[feature.name] = _sparse_from_ids(ids, weights.values, vocabs.input_size(feature))
         elif feature.kind == "categorical":
             inputs[feature.name] = batch[feature.name]
         elif feature.kind == "image":
@@ -95,19 +103,13 @@ def raw_batches(files: list[str], vocabs: Vocabularies, batch_size: int):
         lambda s: tf.io.parse_example(s, spec))
 
 
-def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=(),
-            shuffle: bool = False, repeat: bool = False, keep_ids: bool = False, seed: int = 0):
-    """Batches of ``inputs`` (and ``targets, weights`` when objectives are given)."""
+def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False):
+    """serialized examples (a batch) -> ``inputs`` (with ``ids``, or ``targets, weights``
+    when objectives are given): parsing happens once per batch, never per row."""
     spec = vocabs.tft_output.transformed_feature_spec()
-    ds = tf.data.TFRecordDataset(files)
-    if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size).map(lambda s: tf.io.parse_example(s, spec),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
 
-    def shape(batch):
+    def parse(serialized):
+        batch = tf.io.parse_example(serialized, spec)
         inputs = to_model_inputs(batch, vocabs)
         if keep_ids:
             return inputs, batch["id"]
@@ -116,4 +118,26 @@ def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=
             return inputs, targets, weights
         return inputs
 
-    return ds.map(shape, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return parse
+
+
+def records(files: list[str], shuffle: bool = False, repeat: bool = False, seed: int = 0):
+    """The serialized examples of ``files``, optionally shuffled and repeated (cheap to mix
+    and batch: nothing is parsed yet)."""
+    ds = tf.data.TFRecordDataset(files)
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    return ds.repeat() if repeat else ds
+
+
+def parsed(serialized_batches, vocabs: Vocabularies, objectives=(), keep_ids: bool = False):
+    """Batches of serialized examples parsed and shaped for the model, in parallel."""
+    return serialized_batches.map(parser(vocabs, objectives, keep_ids),
+                                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=(),
+            shuffle: bool = False, repeat: bool = False, keep_ids: bool = False, seed: int = 0):
+    """Batches of ``inputs`` (and ``targets, weights`` when objectives are given)."""
+    return parsed(records(files, shuffle, repeat, seed).batch(batch_size), vocabs, objectives,
+                  keep_ids).prefetch(tf.data.AUTOTUNE)

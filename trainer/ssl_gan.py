@@ -22,7 +22,8 @@ from keras import ops
 from shared_config.categories import rule_to_class_map
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
-from trainer.model import ModelInput, hidden_stack, input_towers
+from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers
+from trainer.optimizers import LazyAdam
 
 PRIOR_MOMENTUM = 0.99
 DENOISING_DROP = 0.5  # share of a product's words hidden from the encoder in its pretraining
@@ -156,8 +157,8 @@ class SSLGAN(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    def compile(self, d_optimizer, g_optimizer, jit_compile=False):
-        super().compile(jit_compile=jit_compile)
+    def compile(self, d_optimizer, g_optimizer, jit_compile=False, steps_per_execution=1):
+        super().compile(jit_compile=jit_compile, steps_per_execution=steps_per_execution)
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def call(self, inputs, training=False):
@@ -255,6 +256,9 @@ class SSLGAN(keras.Model):
                             loss=keras.losses.BinaryCrossentropy(from_logits=True))
 
         def bag_of_words(row_inputs, *_):
+            # the autoencoder sees its inputs dense: the dropout noise acts on every word
+            row_inputs = {name: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor)
+                          else value for name, value in row_inputs.items()}
             present = [tf.cast(row_inputs[name] > 0, "float32") for name in vectors]
             return row_inputs, present[0] if len(present) == 1 else tf.concat(present, -1)
 
@@ -280,11 +284,11 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     width = hparams.hidden_units[0]
     inputs, deep, sparse_inputs = input_towers(specs)
     wide = None
-    if hparams.wide and sparse_inputs is not None:
-        wide = keras.Model(inputs, {objective: keras.layers.Dense(
-            classes[objective], name=f"{objective}_wide")(sparse_inputs)
+    if hparams.wide and sparse_inputs:
+        wide = keras.Model(inputs, {objective: dense_layer(
+            sparse_inputs, classes[objective], f"{objective}_wide")
             for objective in ("exclusive", "rule_based")}, name="wide")
-    representation = keras.layers.Dense(width, name="representation")(deep)
+    representation = dense_layer(deep, width, "representation")
     representation = keras.layers.LeakyReLU(negative_slope=0.2)(representation)
     encoder = keras.Model(inputs, representation, name="encoder")
 
@@ -308,7 +312,8 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     model = SSLGAN(encoder, discriminator, generator, hparams, wide=wide,
                    rule_class_map=rule_class_map)
     wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
-    model.compile(d_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
+    model.compile(d_optimizer=wrap(LazyAdam(hparams.learning_rate)),
                   g_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
-                  jit_compile=accelerator.jit_compile if accelerator else False)
+                  jit_compile=accelerator.jit_compile if accelerator else False,
+                  steps_per_execution=accelerator.steps_per_execution if accelerator else 1)
     return model

@@ -14,7 +14,8 @@ import tensorflow_transform as tft
 from beam_pipelines.raw_schema import raw_feature_spec
 from shared_config import features, storage
 from shared_config.categories import ancestors_and_self
-from shared_config.paths import CATALOG, OBJECTIVES, RunPaths
+from shared_config.cli import Progress
+from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
 from shared_config.runs import next_prediction_version
 from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
@@ -62,7 +63,7 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     keras.utils.set_random_seed(hparams.seed)
     accelerator = accelerator or accelerators.choose()
     vocabs = vocabularies(paths)
-    rows, per_epoch = training.training_rows(paths, hparams, vocabs, _example_counts(paths))
+    rows, per_epoch = training.training_rows(paths, hparams, _example_counts(paths))
     with accelerator.strategy.scope():
         model = build(hparams, vocabs, accelerator)
     model_dir = paths.checkpoints(hparams.hparams_id, role)
@@ -73,13 +74,15 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     pretrained = {}
     if hparams.model_type == "ssl_gan" and hparams.encoder_pretrain_epochs and \
             not storage.exists(model_dir + "training/" + training.PROGRESS_FILE):
-        pool = training.rows_of(paths, CATALOG, hparams, vocabs).batch(hparams.batch_size)
+        pool = data.parsed(training.rows_of(paths, CATALOG, hparams).batch(hparams.batch_size),
+                           vocabs, hparams.objectives)
         with accelerator.strategy.scope():
             pretrained = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
                                                 hparams.encoder_pretrain_epochs)
     best = _early_stopping(paths, hparams, vocabs)
-    result = training.fit(model, hparams, training.batches_for_epoch(rows, hparams), per_epoch,
-                          model_dir, best, source)
+    batched = data.parsed(rows, vocabs, hparams.objectives)
+    result = training.fit(model, hparams, training.batches_for_epoch(batched, hparams),
+                          per_epoch, model_dir, best, source)
     classifier = model.classifier() if hparams.model_type == "ssl_gan" else model
     _save_model(classifier, model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
@@ -173,6 +176,11 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") 
     return result
 
 
+def _catalog_count(paths: RunPaths) -> int:
+    counts = _example_counts(paths)
+    return sum(counts.get(f"{CATALOG}_{split}", 0) for split in SPLITS)
+
+
 def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
     """Score every product; stream predictions to gzipped JSON-lines shards.
 
@@ -189,6 +197,7 @@ def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
             paths.publish_progress_dir + "*"):  # an earlier predict's, never half of each
         storage.remove(stale)
     version = next_prediction_version(paths)
+    progress = Progress("predict", _catalog_count(paths), "products")
     with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
         for batch, (inputs, ids) in enumerate(data.dataset(files, vocabs, 512, keep_ids=True)):
             outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
@@ -197,8 +206,7 @@ def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
                           "version": version, "model": hparams_id}
                 record.update(_describe(outputs, row, names, hparams.rule_threshold))
                 shards.write(record)
-            if batch % 50 == 49:
-                log.info("predicted %d products", shards.records)
+            progress.update(shards.records)
     return {"predictions": shards.records, "shards": shards.shards, "version": version,
             "predictions_dir": paths.predictions_dir}
 

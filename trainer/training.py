@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from shared_config import storage
+from shared_config.cli import Progress
 from shared_config.paths import CATALOG, OBJECTIVES, RunPaths
 from trainer import data
 from trainer.hparams import HParams
@@ -32,45 +33,64 @@ def keep_objectives(dataset, keep: tuple[str, ...]):
     return dataset.map(mask)
 
 
-def rows_of(paths: RunPaths, objective: str, hparams: HParams, vocabs):
-    """The training rows of one objective (or of the whole catalogue), shuffled, repeated."""
+def rows_of(paths: RunPaths, objective: str, hparams: HParams):
+    """The training examples of one objective (or of the whole catalogue), serialized,
+    shuffled, repeated: nothing is parsed until a batch is made."""
     files = data.tfrecord_files(paths, objective, "train")
-    return data.dataset(files, vocabs, hparams.batch_size, hparams.objectives, shuffle=True,
-                        repeat=True, seed=hparams.seed).unbatch()
+    return data.records(files, shuffle=True, repeat=True, seed=hparams.seed)
 
 
-def training_rows(paths: RunPaths, hparams: HParams, vocabs, counts: dict):
-    """``(unbatched rows, rows per epoch)``.
+def shares_of_batch(batch_size: int, shares: list[float]) -> list[int]:
+    """Rows per source in a batch of ``batch_size``: in proportion to ``shares``, the
+    rounding left to the largest share, and every source with a share > 0 at least one
+    row where the batch has room."""
+    total = sum(shares)
+    sizes = [max(1, round(batch_size * share / total)) if share > 0 else 0 for share in shares]
+    sizes[sizes.index(max(sizes))] += batch_size - sum(sizes)
+    return sizes
 
-    Supervised models read the labelled rows, each objective an equal share, so
-    the few human labels are not drowned by the many rule-based ones. The
+
+def mixed_batches(sources: list, shares: list[float], batch_size: int):
+    """Batches of serialized examples, each drawing ``shares_of_batch`` rows from every
+    source (batches are mixed as they are made; a per-row sampler costs more than the
+    model's step)."""
+    parts = [source.batch(size) for source, size in
+             zip(sources, shares_of_batch(batch_size, shares)) if size > 0]
+    if len(parts) == 1:
+        return parts[0]
+    return tf.data.Dataset.zip(tuple(parts)).map(lambda *rows: tf.concat(rows, axis=0))
+
+
+def training_rows(paths: RunPaths, hparams: HParams, counts: dict):
+    """``(batches of serialized examples, rows per epoch)``.
+
+    Supervised models read the labelled rows, each objective an equal share of every
+    batch, so the few human labels are not drowned by the many rule-based ones. The
     SSL-GAN reads every training product (the unlabelled ones feed the GAN) and
-    draws ``labelled_share`` of the rows from those with an exclusive label.
+    draws ``labelled_share`` of each batch from those with an exclusive label.
     """
     def rows(objective: str):
-        return rows_of(paths, objective, hparams, vocabs)
+        return rows_of(paths, objective, hparams)
 
     if hparams.model_type == "ssl_gan":
         pool = counts.get(f"{CATALOG}_train", 0)
         if pool == 0:
             raise RuntimeError(f"no training products at all: {counts}")
         if counts.get("exclusive_train", 0) == 0 or hparams.labelled_share == 0:
-            return rows(CATALOG), pool
-        mixed = tf.data.Dataset.sample_from_datasets(
-            [rows("exclusive"), rows(CATALOG)], [hparams.labelled_share, 1 - hparams.labelled_share],
-            seed=hparams.seed, rerandomize_each_iteration=True)
-        return mixed, pool
+            return rows(CATALOG).batch(hparams.batch_size), pool
+        return mixed_batches([rows("exclusive"), rows(CATALOG)],
+                             [hparams.labelled_share, 1 - hparams.labelled_share],
+                             hparams.batch_size), pool
     present = [o for o in hparams.objectives if counts.get(f"{o}_train", 0) > 0]
     if not present:
         raise RuntimeError(f"no training examples for {list(hparams.objectives)}: {counts}")
-    mixed = tf.data.Dataset.sample_from_datasets([rows(o) for o in present], seed=hparams.seed,
-                                                 rerandomize_each_iteration=True)
-    return mixed, sum(counts[f"{o}_train"] for o in present)
+    return (mixed_batches([rows(o) for o in present], [1.0] * len(present), hparams.batch_size),
+            sum(counts[f"{o}_train"] for o in present))
 
 
-def batches_for_epoch(rows, hparams: HParams):
-    """A function: epoch number -> the batched dataset the schedule wants then."""
-    batched = rows.batch(hparams.batch_size)
+def batches_for_epoch(batched, hparams: HParams):
+    """A function: epoch number -> the dataset the schedule wants then, from ``batched``
+    (batches of ``inputs, targets, weights``: ``data.parsed`` over ``training_rows``)."""
     joint = batched.prefetch(tf.data.AUTOTUNE)
     if hparams.schedule == "joint":
         return lambda epoch: joint
@@ -84,6 +104,23 @@ def batches_for_epoch(rows, hparams: HParams):
         [keep_objectives(batched, (o,)) for o in OBJECTIVES],
         tf.data.Dataset.range(len(OBJECTIVES)).repeat()).prefetch(tf.data.AUTOTUNE)
     return lambda epoch: alternating
+
+
+class ProgressLines(keras.callbacks.Callback):
+    """``PRODCAT_PROGRESS`` lines while training: rows done of all epochs', rate, time left."""
+
+    def __init__(self, progress, rows_per_step: int, steps_per_epoch: int, first_epoch: int):
+        super().__init__()
+        self.progress, self.rows_per_step = progress, rows_per_step
+        self.steps_per_epoch, self.epoch = steps_per_epoch, first_epoch
+        self.resumed_rows = first_epoch * steps_per_epoch * rows_per_step
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = (self.epoch * self.steps_per_epoch + batch + 1) * self.rows_per_step
+        self.progress.update(done - self.resumed_rows)
 
 
 class BestOnValidation(keras.callbacks.Callback):
@@ -147,7 +184,10 @@ def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_d
     done = _restore(model, training_dir, dataset_for_epoch(0))
     board = keras.callbacks.TensorBoard(log_dir=model_dir + "tensorboard")
     history: dict[str, list[float]] = {}
-    callbacks = [board] + ([best] if best is not None else [])
+    progress = Progress(f"train {hparams.model_type}",
+                        (hparams.epochs - done) * steps * hparams.batch_size, "rows")
+    callbacks = [board, ProgressLines(progress, hparams.batch_size, steps, done)] + (
+        [best] if best is not None else [])
     for epoch in range(done, hparams.epochs):
         result = model.fit(dataset_for_epoch(epoch), epochs=epoch + 1, initial_epoch=epoch,
                            steps_per_epoch=steps, callbacks=callbacks, verbose=2)

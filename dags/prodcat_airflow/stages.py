@@ -2,25 +2,36 @@
 
 The Airflow environment stays slim (no TensorFlow): each ML stage runs as
 ``<ml python> -m <module> ...`` in a subprocess, the very command the Docker and
-Kubernetes operators run in production. The stage's log lines go to the task
-log; its ``PRODCAT_RESULT`` line becomes the task's return value (XCom).
+Kubernetes operators run in production. Its whole output (TensorFlow, absl and
+Beam included) goes to a log file of its own, whose path the task log names; the
+task log itself shows the stage's progress lines, prodcat's warnings and errors,
+and one line with its result (``PRODCAT_VERBOSE=1`` shows everything there too).
+Its ``PRODCAT_RESULT`` line becomes the task's return value (XCom); with
+``PRODCAT_STAGE_TIMINGS`` set, each stage's wall time and peak memory are appended
+to that file as a JSON line (the end-to-end benchmark reads it).
 """
 from __future__ import annotations
 
 import collections
+import json
 import logging
 import os
 import re
 import shlex
 import subprocess
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
-from shared_config.cli import parse_result
+from shared_config.cli import PROGRESS_MARKER, RESULT_MARKER, STAGE_MARKER, parse_result
 from shared_config.paths import validate_id
 
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
+# prodcat's own warnings and errors reach the task log; other libraries' stay in the file
+_SHOWN = re.compile(r"^\S+ \S+ prodcat[.\w]* (WARNING|ERROR|CRITICAL) ")
+SUMMARY_KEYS = 6  # result fields in the one-line summary
 
 
 class StageFailed(RuntimeError):
@@ -35,25 +46,67 @@ def stage_command(module: str, *args: str) -> list[str]:
     return [ml_python(), "-m", module, *args]
 
 
+def stage_log_dir() -> Path:
+    return Path(os.environ.get("PRODCAT_STAGE_LOG_DIR") or REPO_ROOT / ".prodcat" / "logs" / "stages")
+
+
+def _log_file(module: str, args: tuple[str, ...]) -> Path:
+    run = args[args.index("--run-id") + 1] if "--run-id" in args[:-1] else ""
+    verb = args[0] if args and not args[0].startswith("-") else ""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    name = "-".join(_UNSAFE.sub("-", part) for part in (run, module, verb, stamp) if part)
+    directory = stage_log_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{name}-{os.getpid()}.log"
+
+
+def summary_line(name: str, seconds: float, result: dict) -> str:
+    """``name: done in 12 s, peak 900 MiB; key=value, ...`` (a few scalar result fields)."""
+    shown = [f"{key}={value}" for key, value in result.items()
+             if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+             and key != "peak_rss_mib" and len(str(value)) <= 60][:SUMMARY_KEYS]
+    peak = f", peak {result['peak_rss_mib']:,.0f} MiB" if "peak_rss_mib" in result else ""
+    return f"{name}: done in {seconds:,.1f} s{peak}; " + ", ".join(shown)
+
+
 def run_stage(module: str, *args: str) -> dict:
     command = stage_command(module, *args)
-    log.info("running %s", shlex.join(command))
+    verbose = os.environ.get("PRODCAT_VERBOSE", "") not in ("", "0")
+    log_path = _log_file(module, args)
+    name = " ".join([module] + ([args[0]] if args and not args[0].startswith("-") else []))
+    log.info("running %s (full output: %s)", shlex.join(command), log_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     tail: collections.deque[str] = collections.deque(maxlen=30)
     output: list[str] = []
-    with subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+    started = time.monotonic()
+    with open(log_path, "w", encoding="utf-8") as log_file, subprocess.Popen(
+            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1) as process:
         for line in process.stdout:
+            log_file.write(line)
             line = line.rstrip("\n")
-            log.info("%s", line)
             tail.append(line)
-            if line.startswith("PRODCAT_RESULT "):
+            if line.startswith(RESULT_MARKER):
                 output.append(line)
+            elif verbose or _SHOWN.match(line):
+                log.info("%s", line)
+            elif line.startswith(PROGRESS_MARKER):
+                log.info("%s%s", PROGRESS_MARKER, line[len(PROGRESS_MARKER):])
+    seconds = time.monotonic() - started
     if process.returncode != 0:
-        raise StageFailed(f"{module} exited with code {process.returncode}; last lines:\n"
-                          + "\n".join(tail))
-    return parse_result("\n".join(output))
+        raise StageFailed(f"{module} exited with code {process.returncode} (full output: "
+                          f"{log_path}); last lines:\n" + "\n".join(tail))
+    result = parse_result("\n".join(output))
+    log.info("%s%s", STAGE_MARKER, summary_line(name, seconds, result))
+    timings = os.environ.get("PRODCAT_STAGE_TIMINGS")
+    if timings:
+        with open(timings, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"stage": name, "args": list(args), "seconds": round(seconds, 2),
+                                  "peak_rss_mib": result.get("peak_rss_mib"),
+                                  "finished_at": time.time(), "result": result},
+                                 default=str) + "\n")
+    return result
 
 
 def run_id_for(requested: str, dag_run_id: str) -> str:

@@ -298,3 +298,42 @@ def test_a_publish_resumed_with_another_message_size_skips_nothing(broker_settin
     assert again["published"] == 120
     counts = Updater(loaded_store, broker_settings).run(exit_when_idle=1.5)
     assert counts["applied"] == 120 and counts["dead_lettered"] == 0
+
+
+def test_updaters_in_parallel_apply_each_product_once_and_keep_the_newest_run(broker_settings,
+                                                                             loaded_store):
+    """Three updaters share the queue; two runs' predictions (the older one published after
+    the newer, and the newer twice) arrive interleaved. Every product ends with the newer
+    run's prediction, written once; the rest is counted as superseded or already applied."""
+    newer, older = RunPaths.for_run("run-newer"), RunPaths.for_run("run-older")
+    write_predictions(newer, IDS, version=2000, category="Bags > Totes")
+    write_predictions(older, IDS, version=1000, category="Shoes > Boots")
+    publish(newer, broker_settings, workers=2, per_message=7)
+    publish(older, broker_settings, workers=2, per_message=5)
+    for note in storage.glob(newer.publish_progress_dir + "*.json"):
+        storage.remove(note)  # the newer run published again, from the start
+    publish(newer, broker_settings, workers=2, per_message=11)
+    before = versions(loaded_store, IDS)
+    small = dataclasses.replace(broker_settings, updater_batch_size=20)
+    results = []
+
+    def drain():
+        results.append(Updater(ProductStore.from_settings(small), small).run(exit_when_idle=2.0))
+
+    threads = [threading.Thread(target=drain) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(results) == 3 and sum(result["applied"] > 0 for result in results) >= 2, results
+    total = {key: sum(result[key] for result in results) for key in results[0]}
+    assert total["dead_lettered"] == 0
+    assert total["applied"] + total["already_applied"] + total["superseded"] == 3 * len(IDS)
+    loaded_store.refresh()
+    docs = {doc["id"]: doc for doc in loaded_store.search({"match_all": {}}, size=len(IDS))}
+    assert {doc["prediction_version"] for doc in docs.values()} == {2000}
+    assert {doc["prediction_path"][-1] for doc in docs.values()} == {"Bags > Totes"}
+    # the older run never overwrote the newer one: at most one write of each run per product
+    after = versions(loaded_store, IDS)
+    assert all(1 <= after[i] - before[i] <= 2 for i in IDS)
+    assert total["applied"] <= 2 * len(IDS)

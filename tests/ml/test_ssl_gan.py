@@ -218,9 +218,9 @@ def test_schedules_switch_the_objectives_off_and_on(schedule):
         lambda x, y, w: (x, y, {**w, "rule_based": tf.ones_like(w["rule_based"])}))
     hparams = HParams(schedule=schedule, batch_size=4, pretrain_epochs=1)
     first = [{k: float(tf.reduce_sum(v)) for k, v in w.items()}
-             for _, _, w in training.batches_for_epoch(rows, hparams)(0)]
+             for _, _, w in training.batches_for_epoch(rows.batch(hparams.batch_size), hparams)(0)]
     later = [{k: float(tf.reduce_sum(v)) for k, v in w.items()}
-             for _, _, w in training.batches_for_epoch(rows, hparams)(1).take(2)]
+             for _, _, w in training.batches_for_epoch(rows.batch(hparams.batch_size), hparams)(1).take(2)]
     if schedule == "exclusive_only":
         assert all(w["rule_based"] == 0 and w["exclusive"] == 4 for w in first + later)
     elif schedule == "interleaved":
@@ -239,7 +239,7 @@ def test_a_restarted_training_goes_on_from_the_last_epoch(tmp_path, model_type):
     specs, classes = [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 1}
     build = build_ssl_gan if model_type == "ssl_gan" else build_model
     model_dir = str(tmp_path) + "/model/"
-    batches = training.batches_for_epoch(rows.repeat(), hparams)
+    batches = training.batches_for_epoch(rows.repeat().batch(hparams.batch_size), hparams)
     first = training.fit(build(hparams, specs, classes), hparams, batches, 64, model_dir)
     loss = "d_loss" if model_type == "ssl_gan" else "loss"
     assert first["resumed_at_epoch"] == 0 and len(first["history"][loss]) == 3

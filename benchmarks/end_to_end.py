@@ -1,0 +1,268 @@
+"""End to end at scale: N generated products from the store load to the last prediction in
+the store, stage by stage, on services of its own (an osmem store, a RabbitMQ node and
+the updater on free ports, a temporary prefix; removed after).
+
+1. the scale generator makes N products over the real Shopify taxonomy (their legacy
+   rule labels included) and a random 2% get their true level-2 category as a human
+   label, as the labelling team would give them; they are bulk-loaded into the store;
+2. ``catalog_train`` runs through Airflow (``airflow dags test``): dump, preprocess,
+   the SSL-GAN and, beside it, the supervised baseline and the scikit-learn peer,
+   evaluate, predict, publish;
+3. the updater applies the predictions; the clock stops when the last product holds
+   its prediction;
+4. ``catalog_label_selection`` (active learning) runs on the trained run; timed on
+   its own line, outside the total. (``catalog_similarity`` needs images, which
+   generated products do not have.)
+
+Per stage: wall time (Airflow's task start to end, so a task's start-up counts),
+peak RSS of the stage's process (children included) and items per second. With
+``--compare-rev REV`` the same script first runs the same N on a checkout of an
+earlier revision (its own DAGs, stages and updater), and prints each stage's
+time ratio; an older revision records no peak memory.
+
+    make benchmark-end-to-end N=100000 [COMPARE=REV]
+    (or, in the environment ``make`` sets up: .venvs/ml/bin/python -m benchmarks.end_to_end
+     --products 100000 [--compare-rev REV] [--plot docs/end_to_end.png])
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import resource
+import subprocess
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+from catalog_data.generator import ScaleGenerator
+from catalog_data.rules import SEPARATOR
+from catalog_data.taxonomy import Taxonomy
+from local_stack.demo import Console, airflow_bin, run_dag
+from local_stack.services import free_port
+from local_stack.stack import REPO_ROOT, running_stack
+from shared_config import storage
+from shared_config.paths import RunPaths
+from shared_config.settings import Settings
+from store.client import ProductStore
+from store.load import load_products
+
+LABELLED_SHARE, LABEL_LEVEL = 0.02, 2
+# Airflow task -> (what it counts, where the count is in the stage's stats)
+ITEMS = {"dump_products": ("products", "dump", "products"),
+         "preprocess": ("products", "preprocess", "products"),
+         "model.predict": ("products", "predict", "predictions"),
+         "publish_predictions": ("predictions", "publish", "published")}
+
+
+def labelled(products, seed: int = 0):
+    """The generated products, 2% of them with their true level-2 category as a human label."""
+    rng = random.Random(seed)
+    for product in products:
+        if rng.random() < LABELLED_SHARE:
+            path = product["_true_category"].split(SEPARATOR)
+            product["exclusive_label"] = SEPARATOR.join(path[:LABEL_LEVEL])
+            product["label_source"] = "oracle"
+        yield product
+
+
+def rss_of(pid: int) -> float | None:
+    """The peak RSS (MiB) of a running process."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+def task_times(env: dict, dag_id: str, airflow_run_id: str) -> dict[str, float]:
+    """Seconds per task of one DAG run, from Airflow's own records."""
+    out = subprocess.run([airflow_bin(), "tasks", "states-for-dag-run", dag_id, airflow_run_id,
+                          "-o", "json"], env=env, capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout[out.stdout.index("["):])
+    return {row["task_id"]: (datetime.fromisoformat(row["end_date"])
+                             - datetime.fromisoformat(row["start_date"])).total_seconds()
+            for row in rows if row.get("start_date") and row.get("end_date")}
+
+
+def task_of(stage: str, args: list[str]) -> str | None:
+    """The catalog_train task that ran a stage (the timing line's ``stage`` and ``args``)."""
+    baseline = "baseline" in args or stage == "trainer.peer"
+    return {"store.dump": "dump_products", "beam_pipelines.preprocess": "preprocess",
+            "trainer.controller train": "model.train", "trainer.controller evaluate":
+            "model.evaluate", "trainer.controller predict": "model.predict",
+            "broker.publish": "publish_predictions"}.get(stage) if not baseline \
+        else "train_and_evaluate_baseline"
+
+
+def stage_memory(timings: Path) -> dict[str, float]:
+    """Peak RSS per task from the stage runner's timing lines (the largest stage a task ran)."""
+    peaks: dict[str, float] = {}
+    for line in timings.read_text().splitlines() if timings.exists() else []:
+        row = json.loads(line)
+        task = task_of(row["stage"], row["args"])
+        if task and row.get("peak_rss_mib") is not None:
+            peaks[task] = max(peaks.get(task, 0.0), row["peak_rss_mib"])
+    return peaks
+
+
+def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str) -> dict:
+    """Everything for one checkout; the figures per stage."""
+    store_port, amqp_port = free_port(), free_port()
+    while amqp_port > 45000:  # the node's distribution port is the AMQP port + 20000
+        amqp_port = free_port()
+    settings = dataclasses.replace(
+        Settings.from_env({}), prefix=str(work / "data"), store_url=f"http://127.0.0.1:{store_port}",
+        amqp_url=f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
+        updater_max_docs_per_second=1e9)
+    timings = work / "stage_timings.jsonl"
+    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(code_dir),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(code_dir / "dags"),
+           "PRODCAT_STAGE_TIMINGS": str(timings), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
+    console = Console(False, work / "logs")
+    run_id = f"e2e-{label}-{products}"
+    paths = RunPaths.for_run(run_id, settings.prefix)
+    figures: dict = {"label": label, "products": products, "stages": {}}
+    with running_stack(settings, work, f"prodcat-e2e-{amqp_port}", code_dir) as stack:
+        store = ProductStore.from_settings(settings)
+        console.say(f"[{label}] loading {products:,} generated products ...")
+        started = time.monotonic()
+        generator = ScaleGenerator(Taxonomy.shopify(), seed=0).products(products)
+        loaded = load_products(store, labelled(generator), recreate=True,
+                               ground_truth=str(work / "ground_truth.jsonl"))
+        store.refresh()
+        figures["stages"]["load"] = {"seconds": time.monotonic() - started,
+                                     "items": loaded["loaded"], "unit": "products",
+                                     "peak_rss_mib": round(resource.getrusage(
+                                         resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        dag_started = time.monotonic()
+        run_dag(run_id, {"epochs": epochs}, env, console=console)
+        figures["dag_seconds"] = time.monotonic() - dag_started
+        published = storage.read_json(paths.stats_file("publish"))["published"]
+        waited = time.monotonic()
+        while True:
+            store.refresh()
+            updated = store.count({"term": {"prediction_run_id": run_id}})
+            if updated >= published:
+                break
+            console.progress(f"store: {updated:,} of {published:,} predictions applied")
+            time.sleep(1)
+        finished = time.monotonic()
+        figures["total_seconds"] = finished - started
+        airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
+        tasks = task_times(env, "catalog_train", airflow_run)
+        memory = stage_memory(timings)
+        for task, seconds in tasks.items():
+            unit, stats, key = ITEMS.get(task, ("", "", ""))
+            items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
+            if task == "model.train":
+                train = storage.read_json(paths.stats_file("train"))
+                run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
+                unit, items = "training rows", train["rows_per_epoch"] * run_epochs
+                figures["train_rows_per_second"] = items / train["seconds"]
+            figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
+                                       "peak_rss_mib": memory.get(task)}
+        figures["stages"]["updates after publish"] = {
+            "seconds": finished - waited, "items": published, "unit": "documents",
+            "peak_rss_mib": rss_of(stack["updater"].pid)}
+        figures["airflow_overhead_seconds"] = figures["dag_seconds"] - sum(
+            v["seconds"] for k, v in figures["stages"].items()
+            if k not in ("load", "updates after publish"))
+        selection_started = time.monotonic()
+        run_dag("", {"batch_size": 100}, env, "catalog_label_selection", console)
+        figures["selection_seconds"] = time.monotonic() - selection_started
+    return figures
+
+
+def table(figures: dict, before: dict | None = None) -> str:
+    lines = [f"{figures['products']:,} products; {figures['label']}",
+             f"{'stage':<30}{'seconds':>9}{'peak MiB':>10}{'items/s':>12}"
+             + (f"{'before s':>10}{'ratio':>8}" if before else "")]
+    for name, stage in figures["stages"].items():
+        rate = stage["items"] / stage["seconds"] if stage.get("items") and stage["seconds"] else None
+        peak = stage.get("peak_rss_mib")
+        row = (f"{name:<30}{stage['seconds']:>9.1f}"
+               f"{(f'{peak:,.0f}' if peak else '-'):>10}"
+               f"{(f'{rate:,.0f}' if rate else '-'):>12}")
+        if before:
+            old = before["stages"].get(name, {}).get("seconds")
+            row += (f"{old:>10.1f}{old / stage['seconds']:>7.2f}x" if old else f"{'-':>10}")
+        lines.append(row)
+    lines.append(f"{'Airflow scheduling and start-up':<30}{figures['airflow_overhead_seconds']:>9.1f}")
+    total = (f"total, store load to last document updated: {figures['total_seconds']:,.0f} s "
+             f"({figures['total_seconds'] / 60:.1f} min)")
+    if before:
+        total += f"; before {before['total_seconds']:,.0f} s: {before['total_seconds'] / figures['total_seconds']:.2f}x faster"
+    lines.append(total)
+    lines.append(f"training: {figures.get('train_rows_per_second', 0):,.0f} rows/s; "
+                 f"catalog_label_selection after it: {figures['selection_seconds']:,.0f} s")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], target: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(name for run in runs for name in run["stages"]))
+    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(runs)))
+    colours = plt.get_cmap("tab20").colors
+    for row, run in enumerate(runs):
+        left = 0.0
+        for i, name in enumerate(names):
+            seconds = run["stages"].get(name, {}).get("seconds", 0.0)
+            ax.barh(row, seconds, left=left, color=colours[i % len(colours)],
+                    label=name if row == 0 else None)
+            left += seconds
+        ax.barh(row, run["airflow_overhead_seconds"], left=left, color="lightgrey",
+                label="Airflow scheduling and start-up" if row == 0 else None)
+    ax.set_yticks(range(len(runs)), [f"{r['label']}\n{r['products']:,} products" for r in runs])
+    ax.set_xlabel("seconds (store load to last document updated)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.end_to_end", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--compare-rev", help="also run this earlier git revision, first")
+    parser.add_argument("--plot", help="save a stacked bar of where the time goes here (PNG)")
+    parser.add_argument("--out", help="write the figures here (JSON)")
+    args = parser.parse_args(argv)
+    if args.products < 100:
+        parser.error("--products must be at least 100")
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="prodcat-e2e-") as tmp:
+        if args.compare_rev:
+            old = Path(tmp) / "checkout"
+            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.compare_rev],
+                           cwd=REPO_ROOT, check=True, capture_output=True)
+            try:
+                (Path(tmp) / "before").mkdir()
+                runs.append(one_run(args.products, args.epochs, old, Path(tmp) / "before",
+                                    f"before ({args.compare_rev})"))
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO_ROOT,
+                               check=False, capture_output=True)
+            print(table(runs[0]), flush=True)
+        (Path(tmp) / "now").mkdir()
+        runs.append(one_run(args.products, args.epochs, REPO_ROOT, Path(tmp) / "now", "now"))
+    print(table(runs[-1], runs[0] if len(runs) > 1 else None))
+    if args.out:
+        Path(args.out).write_text(json.dumps(runs, indent=1))
+    if args.plot:
+        plot(runs, args.plot)
+        print(f"plot: {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
