@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -40,6 +41,10 @@ log = logging.getLogger("prodcat.demo")
 
 def airflow_bin() -> str:
     return os.environ.get("PRODCAT_AIRFLOW_BIN") or str(REPO_ROOT / ".venvs" / "airflow" / "bin" / "airflow")
+
+
+# what Airflow's task log adds after a message: " [logger] loc=file.py:12"
+_AIRFLOW_SUFFIX = re.compile(r"\s+\[[\w.]+\]\s+loc=\S+\s*$")
 
 
 class Console:
@@ -75,9 +80,9 @@ class Console:
         if self.verbose:
             print(line, file=self.stream, flush=True)
         elif STAGE_MARKER in line:
-            self.say("  " + line.split(STAGE_MARKER, 1)[1])
+            self.say("  " + _AIRFLOW_SUFFIX.sub("", line.split(STAGE_MARKER, 1)[1]))
         elif PROGRESS_MARKER in line:
-            self.progress(line.split(PROGRESS_MARKER, 1)[1])
+            self.progress(_AIRFLOW_SUFFIX.sub("", line.split(PROGRESS_MARKER, 1)[1]))
 
 
 def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train",

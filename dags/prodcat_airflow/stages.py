@@ -64,7 +64,8 @@ def summary_line(name: str, seconds: float, result: dict) -> str:
     """``name: done in 12 s, peak 900 MiB; key=value, ...`` (a few scalar result fields)."""
     shown = [f"{key}={value}" for key, value in result.items()
              if isinstance(value, (int, float, str)) and not isinstance(value, bool)
-             and key != "peak_rss_mib" and len(str(value)) <= 60][:SUMMARY_KEYS]
+             and key not in ("peak_rss_mib", "run_id") and "/" not in str(value)
+             and len(str(value)) <= 32][:SUMMARY_KEYS]
     peak = f", peak {result['peak_rss_mib']:,.0f} MiB" if "peak_rss_mib" in result else ""
     return f"{name}: done in {seconds:,.1f} s{peak}; " + ", ".join(shown)
 
