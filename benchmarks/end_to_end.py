@@ -111,7 +111,8 @@ def stage_memory(timings: Path) -> dict[str, float]:
     return peaks
 
 
-def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str) -> dict:
+def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
+            name: str = "now") -> dict:
     """Everything for one checkout; the figures per stage."""
     store_port, amqp_port = free_port(), free_port()
     while amqp_port > 45000:  # the node's distribution port is the AMQP port + 20000
@@ -125,7 +126,7 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str) 
            "AIRFLOW__CORE__DAGS_FOLDER": str(code_dir / "dags"),
            "PRODCAT_STAGE_TIMINGS": str(timings), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
     console = Console(False, work / "logs")
-    run_id = f"e2e-{label}-{products}"
+    run_id = f"e2e-{name}-{products}"
     paths = RunPaths.for_run(run_id, settings.prefix)
     figures: dict = {"label": label, "products": products, "stages": {}}
     with running_stack(settings, work, f"prodcat-e2e-{amqp_port}", code_dir) as stack:
@@ -249,7 +250,7 @@ def main(argv=None) -> None:
             try:
                 (Path(tmp) / "before").mkdir()
                 runs.append(one_run(args.products, args.epochs, old, Path(tmp) / "before",
-                                    f"before ({args.compare_rev})"))
+                                    f"before ({args.compare_rev})", "before"))
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO_ROOT,
                                check=False, capture_output=True)
