@@ -14,16 +14,19 @@ discriminator's last hidden layer, optionally plus the adversarial term.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from shared_config.categories import rule_to_class_map
-from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers
 from trainer.optimizers import LazyAdam
+
+if TYPE_CHECKING:  # the model and its losses import no TensorFlow: they run on Keras' JAX backend
+    from trainer.accelerators import Accelerator
 
 PRIOR_MOMENTUM = 0.99
 DENOISING_DROP = 0.5  # share of a product's words hidden from the encoder in its pretraining
@@ -198,7 +201,36 @@ class SSLGAN(keras.Model):
         classes = ops.cast(ops.shape(self.class_prior)[0], "float32")
         return ops.log(0.5 * self.class_prior / ops.sum(self.class_prior) + 0.5 / classes)
 
+    def _d_variables(self) -> list:
+        """What the discriminator's loss trains: encoder, discriminator, the wide path, and
+        the rules' confusion when it is learnt."""
+        return self.encoder.trainable_weights + self.discriminator.trainable_weights + (
+            self.wide.trainable_weights if self.wide is not None else []) + (
+            [self.confusion_logits] if self._learns_confusion else [])
+
+    def _step_losses(self, inputs, targets, weights, noise, log_prior):
+        """One forward pass: ``(d_loss, g_loss, terms)``, backend-neutral."""
+        # Real rows: encoder, discriminator, plus the wide path's logits if any.
+        encoded = self.encoder(inputs, training=True)
+        real = _float32(self._with_wide(self.discriminator(encoded, training=True), inputs,
+                                        training=True))
+        real_for_gan = None
+        if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
+            scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
+                encoded - ops.stop_gradient(encoded))
+            real_for_gan = _float32(self.discriminator(scaled, training=True))
+        # Fake rows: generated feature vectors through the discriminator alone.
+        fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
+        # Discriminator: supervised, weak, rule-based and real/fake terms; generator:
+        # feature matching.
+        terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
+                                     log_prior, self.rule_class_map, self._confusion())
+        return sum(terms.values()), generator_loss(real, fake, self.hparams), terms
+
     def train_step(self, data):
+        """TensorFlow's train step (``fit``); on JAX, ``jax_train_step`` is the same step."""
+        import tensorflow as tf
+
         inputs, targets, weights = data
         batch = ops.shape(next(iter(inputs.values())))[0]
         noise = keras.random.normal((batch, self.hparams.noise_dim), seed=self.seed_generator)
@@ -206,29 +238,10 @@ class SSLGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         log_prior = self._log_prior(targets, weights)
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            # Real rows: encoder, discriminator, plus the wide path's logits if any.
-            encoded = self.encoder(inputs, training=True)
-            real = _float32(self._with_wide(self.discriminator(encoded, training=True), inputs,
-                                            training=True))
-            real_for_gan = None
-            if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
-                scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
-                    encoded - ops.stop_gradient(encoded))
-                real_for_gan = _float32(self.discriminator(scaled, training=True))
-            # Fake rows: generated feature vectors through the discriminator alone.
-            fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
-            # Discriminator: supervised, weak, rule-based and real/fake terms; generator:
-            # feature matching.
-            terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
-                                         log_prior, self.rule_class_map,
-                                         self._confusion())
-            d_loss = sum(terms.values())
-            g_loss = generator_loss(real, fake, self.hparams)
+            d_loss, g_loss, terms = self._step_losses(inputs, targets, weights, noise, log_prior)
             scaled_d_loss = self.d_optimizer.scale_loss(d_loss / replicas)
             scaled_g_loss = self.g_optimizer.scale_loss(g_loss / replicas)
-        d_vars = self.encoder.trainable_weights + self.discriminator.trainable_weights + (
-            self.wide.trainable_weights if self.wide is not None else []) + (
-            [self.confusion_logits] if self._learns_confusion else [])
+        d_vars = self._d_variables()
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(scaled_d_loss, d_vars), d_vars))
         g_vars = self.generator.trainable_weights
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(scaled_g_loss, g_vars), g_vars))
@@ -236,6 +249,63 @@ class SSLGAN(keras.Model):
             if name in self.trackers:
                 self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def jax_train_step(self):
+        """The same train step as a pure function for ``jax.jit`` (Keras' JAX backend, where
+        ``fit`` knows one optimizer and this model has two): ``step(state, data, key) ->
+        (state, logs)``, ``state`` from ``jax_state()``, put back with ``assign_jax_state``."""
+        import jax
+
+        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
+        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+
+        def losses(d_values, g_values, other_values, data, noise):
+            inputs, targets, weights = data
+            mapping = list(zip(d_vars, d_values)) + list(zip(g_vars, g_values)) + list(
+                zip(others, other_values))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                log_prior = self._log_prior(targets, weights)
+                d_loss, g_loss, terms = self._step_losses(inputs, targets, weights, noise, log_prior)
+            updated = [scope.get_current_value(v) for v in others]
+            return d_loss, g_loss, terms, updated
+
+        def step(state, data, key):
+            d_values, g_values, other_values, d_opt, g_opt = state
+            batch = ops.shape(next(iter(data[0].values())))[0]
+            noise = jax.random.normal(key, (batch, self.hparams.noise_dim))
+            # the discriminator's gradient, with the generator held; then the generator's
+            def d_loss_of(dv):
+                d_loss, g_loss, terms, updated = losses(dv, g_values, other_values, data, noise)
+                return d_loss, (g_loss, terms, updated)
+
+            (d_loss, (g_loss, terms, updated)), d_grads = jax.value_and_grad(
+                d_loss_of, has_aux=True)(d_values)
+            g_grads = jax.grad(lambda gv: losses(d_values, gv, other_values, data, noise)[1])(
+                g_values)
+            d_values, d_opt = self.d_optimizer.stateless_apply(d_opt, d_grads, d_values)
+            g_values, g_opt = self.g_optimizer.stateless_apply(g_opt, g_grads, g_values)
+            logs = {"d_loss": d_loss, "g_loss": g_loss, **terms}
+            return (d_values, g_values, updated, d_opt, g_opt), logs
+
+        return step
+
+    def jax_state(self) -> tuple:
+        """The variables' values in ``jax_train_step``'s order (building the optimizers)."""
+        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
+        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+        self.d_optimizer.build(d_vars)
+        self.g_optimizer.build(g_vars)
+        return ([v.value for v in d_vars], [v.value for v in g_vars], [v.value for v in others],
+                [v.value for v in self.d_optimizer.variables],
+                [v.value for v in self.g_optimizer.variables])
+
+    def assign_jax_state(self, state: tuple) -> None:
+        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
+        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+        groups = (d_vars, g_vars, others, self.d_optimizer.variables, self.g_optimizer.variables)
+        for variables, values in zip(groups, state):
+            for variable, value in zip(variables, values):
+                variable.assign(value)
 
     def pretrain_encoder(self, batches, steps_per_epoch: int, epochs: int) -> dict:
         """Teach the encoder the catalogue before any label or GAN: a denoising bag-of-words
@@ -254,6 +324,8 @@ class SSLGAN(keras.Model):
         autoencoder = keras.Model(inputs, words, name="denoising_autoencoder")
         autoencoder.compile(optimizer=keras.optimizers.Adam(self.hparams.learning_rate),
                             loss=keras.losses.BinaryCrossentropy(from_logits=True))
+
+        import tensorflow as tf
 
         def bag_of_words(row_inputs, *_):
             # the autoencoder sees its inputs dense: the dropout noise acts on every word

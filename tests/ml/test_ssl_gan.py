@@ -1,6 +1,11 @@
 """The semi-supervised GAN's losses, its learning from few labels, schedules and resuming."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -144,7 +149,7 @@ def test_early_stopping_keeps_the_best_epochs_weights():
 
 
 def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
-    outputs = lambda real_fake, exclusive: {  # noqa: E731
+    outputs = lambda real_fake, exclusive: {
         "exclusive": ops.convert_to_tensor(exclusive), "features": ops.zeros((1, 3)),
         "rule_based": ops.zeros((1, 1)), "real_fake": ops.convert_to_tensor(real_fake)}
     separate = HParams(gan_head="separate_unit")
@@ -264,3 +269,56 @@ def test_a_few_steps_reduce_the_loss_for_every_model_type(model_type):
     rows = dataset(vectors, labels, labelled=512).batch(32).repeat()
     history = model.fit(rows, steps_per_epoch=16, epochs=4, verbose=0).history[key]
     assert history[-1] < history[0] * 0.8, history
+
+
+JAX_TRAINING = """
+import importlib.abc, json, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):  # as on a GPU machine without TensorFlow
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("no TensorFlow here")
+
+sys.meta_path.insert(0, NoTensorFlow())
+import jax, keras, numpy as np
+from trainer.hparams import HParams
+from trainer.model import ModelInput
+from trainer.ssl_gan import build_ssl_gan
+
+assert keras.backend.backend() == "jax"
+rng = np.random.default_rng(0)
+centres = rng.normal(0, 3, (2, 20))
+y = rng.integers(0, 2, 512)
+x = (centres[y] + rng.normal(0, 1, (512, 20))).astype("float32")
+keras.utils.set_random_seed(4)
+model = build_ssl_gan(HParams(hidden_units=(16,), dropout=0.0, input_noise=0.0, seed=4,
+                              learning_rate=3e-3), [ModelInput("x", "vector", 20)],
+                      {"exclusive": 2, "rule_based": 1})
+step, state = jax.jit(model.jax_train_step()), model.jax_state()
+key, losses = jax.random.PRNGKey(0), []
+for i in range(60):
+    rows = slice(64 * (i % 6), 64 * (i % 6) + 64)
+    labelled = (np.arange(64) < 16).astype("float32")  # a quarter of each batch labelled
+    data = ({"x": x[rows]}, {"exclusive": y[rows], "rule_based": np.zeros((64, 1), "float32")},
+            {"exclusive": labelled, "rule_based": np.zeros(64, "float32")})
+    key, sub = jax.random.split(key)
+    state, logs = step(state, data, sub)
+    losses.append(float(logs["exclusive"]))
+model.assign_jax_state(state)
+predicted = np.asarray(model.classifier()({"x": x[384:]})["exclusive"]).argmax(axis=1)
+print(json.dumps({"first": losses[0], "last": losses[-1], "accuracy": float((predicted == y[384:]).mean()),
+                  "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+def test_the_ssl_gan_trains_on_keras_jax_backend_without_tensorflow():
+    """The same model and losses, the train step as a jitted JAX function: it learns, and
+    nothing of TensorFlow is imported (GPU machines that have JAX and no TensorFlow)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", JAX_TRAINING], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not result["tensorflow"]
+    assert result["last"] < result["first"] / 2
+    assert result["accuracy"] > 0.9
