@@ -80,22 +80,31 @@ def _roc_auc(truth: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(truth, scores))
 
 
+PLOTTED_CLASSES = 40  # per objective: a taxonomy's thousands of categories make no readable chart
+
+
 def plot_per_class_f1(result: dict, path: str) -> None:
-    """A bar chart of each class's F1 per objective, for a person to look at."""
+    """A bar chart of each class's F1 per objective, for a person to look at: the
+    ``PLOTTED_CLASSES`` classes with the most support (every class is in the JSON)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     objectives = result["objectives"]
+    shown = {objective: sorted((n for n, c in figures["per_class"].items() if c["support"] > 0),
+                               key=lambda n: -figures["per_class"][n]["support"])[:PLOTTED_CLASSES]
+             for objective, figures in objectives.items()}
     figure, axes = plt.subplots(len(objectives), 1, squeeze=False,
-                                figsize=(10, 1 + 0.25 * sum(len(m["per_class"]) for m in objectives.values())))
+                                figsize=(10, 1 + 0.25 * sum(len(n) + 2 for n in shown.values())))
     for axis, (objective, figures) in zip(axes[:, 0], objectives.items()):
-        names = [n for n, c in figures["per_class"].items() if c["support"] > 0]
+        names = shown[objective]
         axis.barh(names, [figures["per_class"][n]["f1"] for n in names])
         axis.set_xlim(0, 1)
+        present = sum(c["support"] > 0 for c in figures["per_class"].values())
+        largest = f", the {len(names)} largest of {present} classes" if len(names) < present else ""
         axis.set_title(f"{objective}: macro-F1 {figures['macro_f1']:.3f} "
-                       f"({figures['examples']} examples, {result['split']})")
+                       f"({figures['examples']} examples, {result['split']}{largest})")
         axis.tick_params(axis="y", labelsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)

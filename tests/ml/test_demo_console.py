@@ -6,10 +6,10 @@ from local_stack.demo import Console
 LINES = [
     "[2026-11-21T10:00:00] INFO - Task started [airflow.task] loc=task_runner.py:1",
     "I0000 00:00:1795305492 cudart_stub.cc:31] Could not find cuda drivers",
-    "PRODCAT_PROGRESS train ssl_gan: 5,000 of 20,000 rows, 9,000/s, about 2 s left"
-    " [prodcat_airflow.stages] loc=stages.py:98",
-    "PRODCAT_STAGE trainer.controller train: done in 12.0 s, peak 900 MiB; epochs=3"
-    " [prodcat_airflow.stages] loc=stages.py:101",
+    ("PRODCAT_PROGRESS train ssl_gan: 5,000 of 20,000 rows, 9,000/s, about 2 s left"
+     " [prodcat_airflow.stages] loc=stages.py:98"),
+    ("PRODCAT_STAGE trainer.controller train: done in 12.0 s, peak 900 MiB; epochs=3"
+     " [prodcat_airflow.stages] loc=stages.py:101"),
 ]
 
 
