@@ -47,6 +47,9 @@ def airflow_bin() -> str:
 _AIRFLOW_SUFFIX = re.compile(r"\s+\[[\w.]+\]\s+loc=\S+\s*$")
 
 
+QUIET_PROGRESS_SECONDS = 15.0  # not a terminal: progress lines no more often than this
+
+
 class Console:
     """What the demo shows: quiet by default (each stage's progress on one line, its result
     on one line; everything else in a log file whose path is printed), or all of it."""
@@ -56,18 +59,21 @@ class Console:
         self.stream = stream or sys.stdout
         self.live = self.stream.isatty()
         self._progress_shown = False
+        self._last_progress = -QUIET_PROGRESS_SECONDS
 
     def say(self, text: str) -> None:
         self._end_progress()
         print(text, file=self.stream, flush=True)
 
     def progress(self, text: str) -> None:
-        """One line that a TTY rewrites in place; elsewhere, a line each time."""
+        """One line that a TTY rewrites in place; elsewhere, a line at most every
+        ``QUIET_PROGRESS_SECONDS``."""
         if self.live:
             self.stream.write("\r\033[K  " + text)
             self.stream.flush()
             self._progress_shown = True
-        else:
+        elif time.monotonic() - self._last_progress >= QUIET_PROGRESS_SECONDS:
+            self._last_progress = time.monotonic()
             print("  " + text, file=self.stream, flush=True)
 
     def _end_progress(self) -> None:
