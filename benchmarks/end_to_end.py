@@ -205,7 +205,8 @@ def table(figures: dict, before: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], target: str) -> None:
+def plot(runs: list[dict], target: str,
+         xlabel: str = "seconds (store load to last document updated)") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -224,7 +225,7 @@ def plot(runs: list[dict], target: str) -> None:
         ax.barh(row, run["airflow_overhead_seconds"], left=left, color="lightgrey",
                 label="Airflow scheduling and start-up" if row == 0 else None)
     ax.set_yticks(range(len(runs)), [f"{r['label']}\n{r['products']:,} products" for r in runs])
-    ax.set_xlabel("seconds (store load to last document updated)")
+    ax.set_xlabel(xlabel)
     ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     fig.tight_layout()
     fig.savefig(target, dpi=120)
