@@ -78,9 +78,6 @@ def main(argv=None) -> None:
         results = {
             "beam + tf.transform, in-memory runner": measure(
                 job + ["--runner=DirectRunner", "--direct_running_mode=in_memory"], env),
-            f"beam + tf.transform, {os.cpu_count()} worker processes": measure(
-                job + ["--runner=DirectRunner", "--direct_running_mode=multi_processing",
-                       f"--direct_num_workers={os.cpu_count()}"], env),
             "scikit-learn, one process": measure(
                 [sys.executable, "-m", "benchmarks.sklearn_featurise", paths.dump_dir, tmp], env),
         }
