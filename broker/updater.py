@@ -31,6 +31,7 @@ import argparse
 import logging
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import pika
@@ -46,6 +47,7 @@ log = logging.getLogger("prodcat.updater")
 POLL_SECONDS = 0.5
 MAX_RECONNECT_DELAY = 30.0  # seconds between tries while the broker is away
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
+HEARTBEAT_SERVICE_SECONDS = 0.2  # while a store request runs, the broker is served this often
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Updater:
         self._clock = time.monotonic
         self._ready_at = 0.0  # when the rate ceiling lets the next batch go
         self._connection: pika.BlockingConnection | None = None
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="prodcat-store")
         # wall-clock span of the work: the first message received, the last batch acknowledged
         self.first_message_at: float | None = None
         self.last_ack_at: float | None = None
@@ -80,6 +83,18 @@ class Updater:
             self._connection.sleep(seconds)
         else:
             time.sleep(seconds)
+
+    def _store_call(self, function, *args, **kwargs):
+        """Run a store request in the updater's store thread while this thread serves the
+        broker connection's heartbeats: a store that answers slowly, or not at all until
+        the client's timeout, must not make the broker drop the connection."""
+        if self._connection is None or not self._connection.is_open:
+            return function(*args, **kwargs)
+        future = self._store_thread.submit(function, *args, **kwargs)
+        while not wait([future], timeout=HEARTBEAT_SERVICE_SECONDS).done:
+            if self._connection.is_open:
+                self._connection.process_data_events(time_limit=0)
+        return future.result()
 
     def stop(self, *_):
         log.info("stopping after the current batch")
@@ -190,7 +205,8 @@ class Updater:
         delay = RETRY_FIRST_SECONDS
         while todo:
             try:
-                outcome.update(self.store.update_if_newer(todo, version_field=version_field))
+                outcome.update(self._store_call(self.store.update_if_newer, todo,
+                                                version_field=version_field))
             except Exception as err:  # noqa: BLE001 (the two clients raise different kinds)
                 if self.store.is_transient(err):
                     log.warning("store unavailable (%s)", err)
@@ -211,8 +227,9 @@ class Updater:
         outcome = {}
         for product_id, update in todo.items():
             try:
-                outcome.update(self.store.update_if_newer({product_id: update},
-                                                          version_field=version_field))
+                outcome.update(self._store_call(self.store.update_if_newer,
+                                                {product_id: update},
+                                                version_field=version_field))
             except Exception as err:  # noqa: BLE001 (as above)
                 outcome[product_id] = TRANSIENT if self.store.is_transient(err) else \
                     f"{REJECTED}: {type(err).__name__}: {err}"
