@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from catalog_data import oracle, reviews_catalog
 from local_stack.stack import REPO_ROOT, STATE_DIR, running_stack
 from local_stack.ui import running_ui, serve
 from shared_config import storage
-from shared_config.cli import PROGRESS_MARKER, STAGE_MARKER, Progress, setup_logging
+from shared_config.cli import PROGRESS_MARKER, STAGE_MARKER, setup_logging
 from shared_config.paths import RunPaths, validate_id
 from shared_config.settings import Settings
 from store import demo_catalog
@@ -121,21 +120,24 @@ def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: f
                      field: str = "prediction_run_id", console: Console | None = None) -> int:
     """Poll the store until ``expected`` products carry ``run_id`` in ``field`` (or time
     runs out)."""
-    deadline = time.monotonic() + timeout
-    progress = Progress(f"store ({field})", expected, "products updated", every=0,
-                        stream=io.StringIO())
-    updated = 0
+    started = time.monotonic()
+    deadline = started + timeout
+    updated = first = None
     while time.monotonic() < deadline:
         store.refresh()
         updated = store.count({"term": {field: run_id}})
+        first = updated if first is None else first
         if updated >= expected:
             break
-        if console is not None:
-            console.progress(progress.line(updated))
+        if console is not None:  # the rate since the waiting began, not since the run's start
+            rate = (updated - first) / max(time.monotonic() - started, 1e-9)
+            left = f", about {(expected - updated) / rate:,.0f} s left" if rate > 0 else ""
+            console.progress(f"store: {updated:,} of {expected:,} products updated "
+                             f"({field}), {rate:,.0f}/s{left}")
         else:
             log.info("store: %d of %d products updated (%s)", updated, expected, field)
         time.sleep(2)
-    return updated
+    return updated or 0
 
 
 def neighbour_sample(store: ProductStore, run_id: str, shown: int = 5) -> list[str]:
