@@ -250,14 +250,19 @@ class SSLGAN(keras.Model):
                 self.trackers[name].update_state(value)
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
+    def _jax_groups(self) -> tuple[list, list, list]:
+        """``jax_train_step``'s variables: the discriminator's, the generator's, the rest."""
+        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
+        return d_vars, g_vars, [v for v in self.variables
+                                if all(v is not w for w in d_vars + g_vars)]
+
     def jax_train_step(self):
         """The same train step as a pure function for ``jax.jit`` (Keras' JAX backend, where
         ``fit`` knows one optimizer and this model has two): ``step(state, data, key) ->
         (state, logs)``, ``state`` from ``jax_state()``, put back with ``assign_jax_state``."""
         import jax
 
-        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
-        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+        d_vars, g_vars, others = self._jax_groups()
 
         def losses(d_values, g_values, other_values, data, noise):
             inputs, targets, weights = data
@@ -291,8 +296,7 @@ class SSLGAN(keras.Model):
 
     def jax_state(self) -> tuple:
         """The variables' values in ``jax_train_step``'s order (building the optimizers)."""
-        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
-        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+        d_vars, g_vars, others = self._jax_groups()
         self.d_optimizer.build(d_vars)
         self.g_optimizer.build(g_vars)
         return ([v.value for v in d_vars], [v.value for v in g_vars], [v.value for v in others],
@@ -300,8 +304,7 @@ class SSLGAN(keras.Model):
                 [v.value for v in self.g_optimizer.variables])
 
     def assign_jax_state(self, state: tuple) -> None:
-        d_vars, g_vars = self._d_variables(), self.generator.trainable_weights
-        others = [v for v in self.variables if all(v is not w for w in d_vars + g_vars)]
+        d_vars, g_vars, others = self._jax_groups()
         groups = (d_vars, g_vars, others, self.d_optimizer.variables, self.g_optimizer.variables)
         for variables, values in zip(groups, state):
             for variable, value in zip(variables, values):
