@@ -49,6 +49,8 @@ VARIANTS = {
     "entropy minimisation 0.1": {"entropy_weight": 0.1},
     "encoder in the GAN (gan_encoder_gradient 1)": {"gan_encoder_gradient": 1.0},
     "encoder pretrained (denoising autoencoder, 3 epochs)": {"encoder_pretrain_epochs": 3},
+    "labelled rows' weak targets move their logits": {"confusion_from_labels": False},
+    "weight averaging (moving average, 0.99)": {"weight_averaging": 0.99},
 }
 
 

@@ -50,10 +50,17 @@ class HParams:
     # learn how the rules err (a confusion matrix between true and rule-named classes) instead
     # of taking the named classes as the truth
     rule_confusion: bool = True
+    # human labels win: a labelled row's weak target trains the confusion only (its label
+    # stands in for the predicted class), never the exclusive logits. On the reviews'
+    # validation: +5.0 macro-F1 with every row labelled, -0.7 to +0.3 at 1-10%
+    confusion_from_labels: bool = True
     wide: bool = False  # a linear path from the sparse inputs straight to the logits
     # epochs of a denoising bag-of-words autoencoder over every product that teaches the encoder
     # the catalogue before the labels and the GAN see it (0: none)
     encoder_pretrain_epochs: int = 0
+    # momentum of an exponential moving average of the discriminator's weights (Polyak
+    # averaging): validation, early stopping and the saved model use the averaged weights (0: off)
+    weight_averaging: float = 0.0
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -77,6 +84,8 @@ class HParams:
                self.encoder_pretrain_epochs) < 0:
             raise ValueError("rule_to_exclusive_weight, early_stopping_patience and "
                              "encoder_pretrain_epochs must be >= 0")
+        if not 0 <= self.weight_averaging < 1:
+            raise ValueError("weight_averaging (a moving average's momentum) must be in [0, 1)")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:
             raise ValueError(f"rule_gan_signal {self.rule_gan_signal!r}: choose one of {RULE_GAN_SIGNALS}")
         if not 0 <= self.labelled_share <= 1 or self.noise_dim < 1 or self.input_noise < 0:

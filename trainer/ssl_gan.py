@@ -106,7 +106,14 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
         else:
             # p(the rules name c) = sum over true classes k of p(k) confusion[k, c]; human-
             # labelled rows with rule labels too show the confusion directly, so they count
-            named = ops.matmul(ops.softmax(logits, axis=-1), confusion)
+            probabilities = ops.softmax(logits, axis=-1)
+            if hparams.confusion_from_labels and "exclusive" in targets:
+                # a human-labelled row teaches the confusion from its label, not its logits
+                labelled = ops.expand_dims(weights["exclusive"], -1)
+                known = ops.one_hot(ops.cast(targets["exclusive"], "int32"),
+                                    ops.shape(logits)[-1])
+                probabilities = labelled * known + (1.0 - labelled) * probabilities
+            named = ops.matmul(probabilities, confusion)
             weak = -ops.log(ops.sum(named * candidates, axis=-1) + 1e-7)
             weak_rows = has_candidates
         terms["rule_to_exclusive"] = hparams.rule_to_exclusive_weight * _masked_mean(
@@ -310,6 +317,14 @@ class SSLGAN(keras.Model):
             for variable, value in zip(variables, values):
                 variable.assign(value)
 
+    @property
+    def averages_weights(self) -> bool:
+        return bool(self.hparams.weight_averaging)
+
+    def use_averaged_weights(self) -> None:
+        """Put the discriminator's moving averages in place of its weights."""
+        self.d_optimizer.finalize_variable_values(self._d_variables())
+
     def pretrain_encoder(self, batches, steps_per_epoch: int, epochs: int) -> dict:
         """Teach the encoder the catalogue before any label or GAN: a denoising bag-of-words
         autoencoder over every product (half of each product's words dropped, all of them to
@@ -387,7 +402,9 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     model = SSLGAN(encoder, discriminator, generator, hparams, wide=wide,
                    rule_class_map=rule_class_map)
     wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
-    model.compile(d_optimizer=wrap(LazyAdam(hparams.learning_rate)),
+    averaging = {"use_ema": True, "ema_momentum": hparams.weight_averaging} \
+        if hparams.weight_averaging else {}
+    model.compile(d_optimizer=wrap(LazyAdam(hparams.learning_rate, **averaging)),
                   g_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
                   jit_compile=accelerator.jit_compile if accelerator else False,
                   steps_per_execution=accelerator.steps_per_execution if accelerator else 1)

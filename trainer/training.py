@@ -140,6 +140,10 @@ class BestOnValidation(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from trainer.metrics import macro_f1
 
+        training = None
+        if getattr(self.model, "averages_weights", False):  # scored with the averaged weights
+            training = [w.numpy().copy() for w in self.model.weights]
+            self.model.use_averaged_weights()
         score = macro_f1(self.labels, self.predict(self.model))
         if self.extra_score is not None:
             score = (score + self.extra_score(self.model)) / 2
@@ -147,6 +151,9 @@ class BestOnValidation(keras.callbacks.Callback):
         if score > self.best:
             self.best, self.best_epoch = score, epoch
             self.best_weights = [w.numpy().copy() for w in self.model.weights]
+        if training is not None:  # training goes on from its own weights
+            for variable, value in zip(self.model.weights, training):
+                variable.assign(value)
         log.info("epoch %d: validation score %.4f (best %.4f at epoch %d)",
                  epoch + 1, score, self.best, self.best_epoch + 1)
         if self.patience and epoch - self.best_epoch >= self.patience:

@@ -81,7 +81,8 @@ def test_rule_labels_teach_the_exclusive_head_where_no_human_label_is():
                                                            rule_class_map=rule_class_map)
     # with a confusion saying the rules name class 1 for every product, naming it costs nothing
     confusion = ops.convert_to_tensor([[0.0, 1.0], [0.0, 1.0]])
-    learnt = HParams(rule_confusion=True, rule_to_exclusive_weight=1.0, gan_head="class_logits")
+    learnt = HParams(rule_confusion=True, rule_to_exclusive_weight=1.0, gan_head="class_logits",
+                     confusion_from_labels=False)
     terms = discriminator_losses(real, fake, targets, weights, learnt,
                                  rule_class_map=rule_class_map, confusion=confusion)
     assert float(terms["rule_to_exclusive"]) == pytest.approx(0.0, abs=1e-5)
@@ -89,6 +90,38 @@ def test_rule_labels_teach_the_exclusive_head_where_no_human_label_is():
     terms = discriminator_losses(real, fake, targets, weights, learnt,
                                  rule_class_map=rule_class_map, confusion=ops.eye(2))
     assert float(terms["rule_to_exclusive"]) == pytest.approx(np.log1p(np.exp(3.0)), rel=1e-4)
+
+
+def test_with_confusion_from_labels_a_labelled_row_teaches_the_confusion_not_its_logits():
+    rule_class_map = ops.convert_to_tensor([[0.0, 1.0]])
+    logits = tf.Variable([[3.0, 0.0], [3.0, 0.0]])
+    fake = {"exclusive": ops.zeros((1, 2)), "rule_based": ops.zeros((1, 1)),
+            "features": ops.zeros((1, 2))}
+    # both rows' rules name class 1; row 0's human label says class 0, row 1 has none
+    targets = {"exclusive": ops.convert_to_tensor([0, 0]),
+               "rule_based": ops.convert_to_tensor([[1.0], [1.0]])}
+    weights = {"exclusive": ops.convert_to_tensor([1.0, 0.0]),
+               "rule_based": ops.convert_to_tensor([1.0, 1.0])}
+    confusion_logits = tf.Variable([[2.0, 0.0], [0.0, 2.0]])
+
+    def gradients(hparams):
+        with tf.GradientTape() as tape:
+            real = {"exclusive": logits, "rule_based": ops.zeros((2, 1)),
+                    "features": ops.zeros((2, 2))}
+            terms = discriminator_losses(real, fake, targets, weights, hparams,
+                                         rule_class_map=rule_class_map,
+                                         confusion=ops.softmax(confusion_logits, axis=-1))
+        return [np.asarray(g) for g in tape.gradient(terms["rule_to_exclusive"],
+                                                     [logits, confusion_logits])]
+
+    base = HParams(rule_confusion=True, gan_head="class_logits", confusion_from_labels=False)
+    logit_grad, confusion_grad = gradients(base)
+    assert np.abs(logit_grad[0]).sum() > 0  # without it the rules pull on the labelled row too
+    logit_grad, confusion_grad = gradients(HParams(rule_confusion=True, gan_head="class_logits"))
+    assert np.abs(logit_grad[0]).sum() == 0  # the human label wins
+    assert np.abs(logit_grad[1]).sum() > 0  # the unlabelled row still learns from its rules
+    # the labelled row (true class 0, rules say 1) raises p(rules name 1 | class 0)
+    assert confusion_grad[0, 1] < 0
 
 
 def test_logit_adjustment_and_balancing_favour_the_rare_class():
@@ -146,6 +179,29 @@ def test_early_stopping_keeps_the_best_epochs_weights():
     assert best.stopped and epoch == 3 and best.best_epoch == 1
     best.restore_best()
     assert float(model.layers[0].kernel.numpy()[0, 0]) == 1.0
+
+
+def test_with_weight_averaging_validation_scores_the_averages_and_training_goes_on():
+    vectors, labels = blobs(256, seed=3)
+    hparams = HParams(hidden_units=(8,), batch_size=32, weight_averaging=0.9,
+                      objectives=("exclusive",))
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 20)],
+                          {"exclusive": 2, "rule_based": 1})
+    model.fit(dataset(vectors, labels, labelled=64).batch(32), epochs=1, verbose=0)
+    raw = [w.numpy().copy() for w in model.weights]
+    seen = []
+
+    def predict(m):  # what validation scores: the averaged weights, not the last step's
+        seen.append([w.numpy().copy() for w in m.weights])
+        return labels[:4]
+
+    best = training.BestOnValidation(predict, labels[:4], patience=1)
+    best.set_model(model)
+    best.on_epoch_end(0)
+    assert any(not np.allclose(a, b) for a, b in zip(seen[0], raw))
+    assert all(np.allclose(a, w.numpy()) for a, w in zip(raw, model.weights))  # put back
+    best.restore_best()
+    assert all(np.allclose(a, w.numpy()) for a, w in zip(seen[0], model.weights))
 
 
 def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
