@@ -3,6 +3,7 @@
     python -m benchmarks.active_learning [--dataset reviews|generated] [--seeds 0,1,2]
         [--rounds 10] [--seed-share 0.005] [--batch-share 0.005]
         [--strategies random,least_confidence,...] [--plot docs/active_learning_reviews.png]
+        [--save-curves curves.json] [--add-curves earlier-seeds.json ...]
 
 From a random seed set (``--seed-share`` of the training split), each round fits
 the model on the labelled rows, scores the unlabelled training rows with the
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import time
 import warnings
@@ -180,14 +182,20 @@ def _mean_curves(results: dict, column: int) -> dict:
             for s, curves in results.items()}
 
 
+def validation_reach(results: dict) -> dict:
+    """Per strategy, the labels its mean validation curve needs to reach random's final
+    validation macro-F1 (None: never)."""
+    labels = [row[0] for row in next(iter(results.values()))[0]]
+    valid = _mean_curves(results, 2)
+    return {s: labels_to_reach(list(zip(labels, valid[s])), valid["random"][-1])
+            for s in results}
+
+
 def best_on_validation(results: dict) -> str:
     """The strategy that reaches random's final validation macro-F1 with the fewest labels
     (the choice is made on validation; the table reports test)."""
-    labels = [row[0] for row in next(iter(results.values()))[0]]
-    valid = _mean_curves(results, 2)
-    reach = {s: labels_to_reach(list(zip(labels, valid[s])), valid["random"][-1])
-             for s in results if s != "random"}
-    reached = {s: n for s, n in reach.items() if n is not None}
+    reached = {s: n for s, n in validation_reach(results).items()
+               if n is not None and s != "random"}
     return min(reached, key=reached.get) if reached else "random"
 
 
@@ -203,15 +211,17 @@ def table(data_name: str, results: dict) -> None:
     shown = list(range(0, len(labels), max(1, len(labels) // 5))) + [len(labels) - 1]
     shown = sorted(set(shown))
     print("| strategy | " + " | ".join(str(labels[r]) for r in shown)
-          + " | labels to target | share of random's |")
-    print("|---" * (len(shown) + 3) + "|")
+          + " | labels to target | share of random's | validation: labels to target |")
+    print("|---" * (len(shown) + 4) + "|")
+    on_validation = validation_reach(results)
     for strategy in results:
         reach = labels_to_reach(list(zip(labels, mean[strategy])), target)
         cells = " | ".join(f"{100 * mean[strategy][r]:.1f} ± {100 * std[strategy][r]:.1f}"
                            for r in shown)
         needed = "—" if reach is None else f"{reach:.0f}"
         share = "—" if reach is None else f"{reach / labels[-1]:.2f}"
-        print(f"| {strategy} | {cells} | {needed} | {share} |", flush=True)
+        chosen_by = "—" if on_validation[strategy] is None else f"{on_validation[strategy]:.0f}"
+        print(f"| {strategy} | {cells} | {needed} | {share} | {chosen_by} |", flush=True)
     best = best_on_validation(results)
     reach = labels_to_reach(list(zip(labels, mean[best])), target)
     print(f"best strategy on validation: {best}; on test it needs "
@@ -242,6 +252,21 @@ def plot(data_name: str, results: dict, path: str) -> None:
     print(f"plot: {path}", flush=True)
 
 
+def pool_curves(results: dict, path: str, dataset: str) -> dict:
+    """This run's curves and those saved in ``path`` (the same data set, strategies and
+    rounds, other seeds) as one set of results."""
+    with open(path, encoding="utf-8") as source:
+        saved = json.load(source)
+    curves = saved.get("curves", {})
+    if saved.get("dataset") != dataset or set(curves) != set(results):
+        raise SystemExit(f"{path}: curves of {saved.get('dataset')!r} for {sorted(curves)}; "
+                         f"this run has {dataset!r} for {sorted(results)}")
+    rounds = {len(c) for runs in (*curves.values(), *results.values()) for c in runs}
+    if len(rounds) != 1:
+        raise SystemExit(f"{path}: curves of another number of rounds")
+    return {s: results[s] + [[tuple(row) for row in c] for c in curves[s]] for s in results}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.active_learning",
                                      description=__doc__,
@@ -254,6 +279,11 @@ def main(argv=None) -> None:
     parser.add_argument("--strategies",
                         default=",".join(BASE + ("margin_diverse", "density_diverse")))
     parser.add_argument("--plot", help="write the learning curves to this PNG")
+    parser.add_argument("--save-curves", metavar="JSON",
+                        help="write every strategy's per-seed curves to this file")
+    parser.add_argument("--add-curves", metavar="JSON", action="append", default=[],
+                        help="curves saved by an earlier run with other seeds (same data set, "
+                             "rounds and shares) to pool with this run's; repeatable")
     args = parser.parse_args(argv)
     chosen = args.strategies.split(",")
     unknown = [s for s in chosen if s.removesuffix("_diverse") not in BASE]
@@ -276,6 +306,11 @@ def main(argv=None) -> None:
             print(f"{strategy} seed {seed}: " + ", ".join(f"{n}:{100 * f:.1f}"
                                                           for n, f, _ in curve)
                   + f" ({time.monotonic() - started:.0f} s)", flush=True)
+    if args.save_curves:
+        with open(args.save_curves, "w", encoding="utf-8") as out:
+            json.dump({"dataset": data.name, "seeds": seeds, "curves": results}, out)
+    for path in args.add_curves:
+        results = pool_curves(results, path, data.name)
     table(data.name, results)
     if args.plot:
         plot(data.name, results, args.plot)
