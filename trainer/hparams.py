@@ -59,7 +59,8 @@ class HParams:
     # the catalogue before the labels and the GAN see it (0: none)
     encoder_pretrain_epochs: int = 0
     # momentum of an exponential moving average of the discriminator's weights (Polyak
-    # averaging): validation, early stopping and the saved model use the averaged weights (0: off)
+    # averaging): with early stopping, validation scores and the saved model keeps the
+    # averaged weights (0: off)
     weight_averaging: float = 0.0
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3

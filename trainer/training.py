@@ -152,8 +152,7 @@ class BestOnValidation(keras.callbacks.Callback):
             self.best, self.best_epoch = score, epoch
             self.best_weights = [w.numpy().copy() for w in self.model.weights]
         if training is not None:  # training goes on from its own weights
-            for variable, value in zip(self.model.weights, training):
-                variable.assign(value)
+            self._assign(training)
         log.info("epoch %d: validation score %.4f (best %.4f at epoch %d)",
                  epoch + 1, score, self.best, self.best_epoch + 1)
         if self.patience and epoch - self.best_epoch >= self.patience:
@@ -165,8 +164,11 @@ class BestOnValidation(keras.callbacks.Callback):
 
     def restore_best(self):
         if self.best_weights is not None:
-            for variable, value in zip(self.model.weights, self.best_weights):
-                variable.assign(value)
+            self._assign(self.best_weights)
+
+    def _assign(self, values: list) -> None:
+        for variable, value in zip(self.model.weights, values):
+            variable.assign(value)
 
 
 def forget_stale_progress(model_dir: str, source: str) -> None:
