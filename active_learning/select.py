@@ -1,7 +1,8 @@
 """Score a trained run's unlabelled products and choose which to label next.
 
-    python -m active_learning.select score  --run-id R [--strategy margin] [--batch-size 100]
-                                            [--diverse] [--committee-dropout 3]
+    python -m active_learning.select score  --run-id R [--strategy density] [--batch-size 100]
+                                            [--diverse] [--diversity-weight 0.75]
+                                            [--committee-dropout 3]
     python -m active_learning.select choose --run-id R   # against the store: skip the queued
     python -m active_learning.select queue  --run-id R   # write label requests into the store
     python -m active_learning.select stats  --run-id R   # selection figures to the runs index
@@ -19,7 +20,8 @@ Strategies (``active_learning/strategies.py``): ``random``, ``least_confidence``
 MC-dropout passes and the run's supervised baseline when there is one), ``density``
 (margin x the mean cosine similarity to the 10 nearest pool products in the
 model's feature space, with faiss); ``--diverse`` picks the batch among 10x as many
-candidates by ranked batch mode, one listing per product group.
+candidates by ranked batch mode (``--diversity-weight``: spread against score), one
+listing per product group.
 
 ``choose`` drops the candidates the store says are labelled or already queued and
 takes the batch; ``queue`` writes a ``label_request`` (run id, strategy, score,
@@ -47,6 +49,7 @@ from active_learning import strategies
 from shared_config import storage
 from shared_config.cli import emit_result, finish_stage, run_paths, setup_logging
 from shared_config.paths import CATALOG, SPLITS, RunPaths
+from shared_config.selection import DEFAULT_STRATEGY
 
 log = logging.getLogger("prodcat.selection")
 CHUNK = 512
@@ -133,7 +136,8 @@ def _density(index, vectors: np.ndarray) -> np.ndarray:
 
 
 def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_share: float,
-          committee_dropout: int = 3, hparams_id: str | None = None) -> dict:
+          committee_dropout: int = 3, hparams_id: str | None = None,
+          diversity_weight: float = strategies.DIVERSITY_WEIGHT) -> dict:
     """Stream the pool; keep the best training candidates and random valid/test ones."""
     from trainer import task
 
@@ -198,7 +202,8 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
                 candidate["predicted"] = names[candidate["predicted"]]
             out.write(storage.to_line(candidate) + "\n")
     unlabelled_train = pool["unlabelled"]["train"]
-    return {"strategy": strategy, "diverse": diverse, "batch_size": batch_size,
+    return {"strategy": strategy, "diverse": diverse,
+            "diversity_weight": diversity_weight if diverse else None, "batch_size": batch_size,
             "eval_share": eval_share, "hparams_id": hparams_id,
             "committee": len(members) + committee_dropout if strategy == "committee" else None,
             "candidates": {"train": len(train.heap), "evaluation": len(evaluation.heap)},
@@ -226,7 +231,8 @@ def choose(paths: RunPaths, store) -> dict:
     if scored["diverse"] and train:
         embeddings = np.array([c["embedding"] for c in train], dtype="float32")
         picked = [train[i] for i in strategies.diverse_batch(
-            np.array([c["score"] for c in train]), embeddings, [c["group"] for c in train], size)]
+            np.array([c["score"] for c in train]), embeddings, [c["group"] for c in train], size,
+            weight=scored.get("diversity_weight") or strategies.DIVERSITY_WEIGHT)]
     else:
         picked = train[:size]
     evaluation = [c for c in open_ if c["split"] != "train"][
@@ -245,11 +251,14 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("score", "choose", "queue", "stats"))
     parser.add_argument("--run-id", required=True)
-    parser.add_argument("--strategy", default="margin", choices=strategies.STRATEGIES)
+    parser.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=strategies.STRATEGIES)
     parser.add_argument("--batch-size", type=int, default=100,
                         help="training products to queue (default 100)")
     parser.add_argument("--diverse", action="store_true",
                         help="pick a diverse batch (one listing per product group)")
+    parser.add_argument("--diversity-weight", type=float, default=strategies.DIVERSITY_WEIGHT,
+                        help="how much a diverse batch values spread over score, in [0, 1] "
+                             f"(default {strategies.DIVERSITY_WEIGHT})")
     parser.add_argument("--eval-share", type=float, default=0.2,
                         help="valid/test products drawn at random, as a share of the batch "
                              "size (default 0.2)")
@@ -258,9 +267,10 @@ def main(argv=None) -> None:
     parser.add_argument("--hparams-id", help="the model to score with (default: the run's)")
     args = parser.parse_args(argv)
     paths = run_paths(parser, args.run_id)
-    if args.batch_size < 1 or not 0 <= args.eval_share <= 1 or args.committee_dropout < 0:
-        parser.error("--batch-size must be positive, --eval-share in [0, 1], "
-                     "--committee-dropout >= 0")
+    if (args.batch_size < 1 or not 0 <= args.eval_share <= 1 or args.committee_dropout < 0
+            or not 0 <= args.diversity_weight <= 1):
+        parser.error("--batch-size must be positive, --eval-share and --diversity-weight in "
+                     "[0, 1], --committee-dropout >= 0")
     try:
         _run(args, paths)
     except FileNotFoundError as err:  # a run not trained, or a command before its turn
@@ -274,7 +284,7 @@ def _run(args, paths: RunPaths) -> None:
     if args.command == "score":
         finish_stage(paths, "selection_score", score(
             paths, args.strategy, args.batch_size, args.diverse, args.eval_share,
-            args.committee_dropout, args.hparams_id))
+            args.committee_dropout, args.hparams_id, args.diversity_weight))
     elif args.command == "choose":
         finish_stage(paths, "selection_choose", choose(paths, ProductStore.from_settings()))
     elif args.command == "queue":

@@ -19,7 +19,9 @@ import hashlib
 
 import numpy as np
 
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "committee", "density")
+from shared_config.selection import DIVERSITY_WEIGHT, STRATEGIES
+
+__all__ = ["DIVERSITY_WEIGHT", "STRATEGIES"]
 _TINY = 1e-12
 
 
@@ -75,7 +77,7 @@ def random_scores(ids, seed: int) -> np.ndarray:
 
 
 def diverse_batch(scores: np.ndarray, embeddings: np.ndarray, groups, size: int,
-                  weight: float = 0.5) -> list[int]:
+                  weight: float = DIVERSITY_WEIGHT) -> list[int]:
     """Pick ``size`` rows, one product group at most once, trading score for diversity.
 
     Ranked batch mode (Cardoso et al.): each pick maximises ``weight * (1 - similarity to

@@ -2,7 +2,8 @@
 
     python -m benchmarks.active_learning [--dataset reviews|generated] [--seeds 0,1,2]
         [--rounds 10] [--seed-share 0.005] [--batch-share 0.005]
-        [--strategies random,least_confidence,...] [--plot docs/active_learning_reviews.png]
+        [--strategies random,least_confidence,...,density:beta=2,density_diverse:weight=0.25]
+        [--plot docs/active_learning_reviews.png]
         [--save-curves curves.json] [--add-curves earlier-seeds.json ...]
 
 From a random seed set (``--seed-share`` of the training split), each round fits
@@ -18,6 +19,12 @@ the peers (``trainer/peer.py``) on the benchmark's TF-IDF features, ``C`` search
 on validation each round. The committee is five bootstrap replicas of it; density
 is the mean cosine similarity to the 10 nearest pool products in a 64-dimension SVD
 of the features, the same space as the diverse batches'.
+
+A strategy may carry settings, each after a colon
+(``density_diverse:beta=2:weight=0.25``), tuned like any other choice on
+validation: ``beta`` (the density term's exponent, ``density`` only; default 1)
+and ``weight`` (how much a diverse batch values spread over score; default the
+pipeline's, ``strategies.DIVERSITY_WEIGHT``).
 
 Prints one table per data set: macro-F1 per round (mean ± std over seeds), and
 **labels-to-target**: the labels each strategy needs to reach the macro-F1 random
@@ -45,6 +52,32 @@ NEIGHBOURS = 10
 EMBEDDING_DIM = 64
 CANDIDATES_PER_PICK = 10  # a diverse batch is chosen among the batch's 10x best candidates
 BASE = ("random", "least_confidence", "margin", "entropy", "committee", "density")
+SETTINGS = {"beta": 1.0, "weight": strategies.DIVERSITY_WEIGHT}
+
+
+def parse_strategy(spec: str) -> tuple[str, bool, dict]:
+    """``"density_diverse:beta=2:weight=0.25"`` -> ``("density", True, {"beta": 2.0,
+    "weight": 0.25})``; every setting not named takes its default."""
+    name, *given = spec.split(":")
+    base = name.removesuffix("_diverse")
+    settings = dict(SETTINGS)
+    for item in given:
+        key, _, value = item.partition("=")
+        if key not in SETTINGS:
+            raise ValueError(f"{spec}: unknown setting {key!r} (known: {sorted(SETTINGS)})")
+        try:
+            settings[key] = float(value)
+        except ValueError:
+            raise ValueError(f"{spec}: {key} must be a number, not {value!r}") from None
+    if base not in BASE:
+        raise ValueError(f"{spec}: unknown strategy {base!r} (known: {', '.join(BASE)})")
+    if settings["beta"] != SETTINGS["beta"] and base != "density":
+        raise ValueError(f"{spec}: beta applies to density only")
+    if settings["weight"] != SETTINGS["weight"] and not name.endswith("_diverse"):
+        raise ValueError(f"{spec}: weight applies to a diverse batch only")
+    if not 0 <= settings["weight"] <= 1:
+        raise ValueError(f"{spec}: weight must be within [0, 1]")
+    return base, name.endswith("_diverse"), settings
 
 
 def generated(n: int = 20_000, seed: int = 11):
@@ -117,7 +150,7 @@ def pool_geometry(data, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 def scores_for(strategy: str, model, c: float, data, labelled, pool, seed, geometry,
                round_: int) -> np.ndarray:
-    base = strategy.removesuffix("_diverse")
+    base, _, settings = parse_strategy(strategy)
     classes = len(data.classes)
     if base == "random":
         return strategies.random_scores(pool, seed * 1000 + round_)
@@ -134,7 +167,8 @@ def scores_for(strategy: str, model, c: float, data, labelled, pool, seed, geome
         return strategies.committee(members)
     p = probabilities(model, data.train.x[pool], classes)
     if base == "density":
-        return strategies.information_density(strategies.margin(p), geometry[1][pool])
+        return strategies.information_density(strategies.margin(p), geometry[1][pool],
+                                               beta=settings["beta"])
     return getattr(strategies, base)(p)
 
 
@@ -157,10 +191,12 @@ def simulate(data, strategy: str, seed: int, rounds: int, seed_share: float,
             break
         pool = np.flatnonzero(~labelled)
         scores = scores_for(strategy, model, c, data, labelled, pool, seed, geometry, round_)
-        if strategy.endswith("_diverse"):
+        _, diverse, settings = parse_strategy(strategy)
+        if diverse:
             top = np.argsort(-scores, kind="stable")[:batch * CANDIDATES_PER_PICK]
             chosen = pool[top[strategies.diverse_batch(
-                scores[top], geometry[0][pool[top]], data.train.groups[pool[top]], batch)]]
+                scores[top], geometry[0][pool[top]], data.train.groups[pool[top]], batch,
+                weight=settings["weight"])]]
         else:
             chosen = pool[np.argsort(-scores, kind="stable")[:batch]]
         labelled[chosen] = True
@@ -286,9 +322,13 @@ def main(argv=None) -> None:
                              "rounds and shares) to pool with this run's; repeatable")
     args = parser.parse_args(argv)
     chosen = args.strategies.split(",")
-    unknown = [s for s in chosen if s.removesuffix("_diverse") not in BASE]
-    if unknown or "random" not in chosen:
-        parser.error(f"unknown strategies {unknown}; random is needed as the reference")
+    for spec in chosen:
+        try:
+            parse_strategy(spec)
+        except ValueError as error:
+            parser.error(str(error))
+    if "random" not in chosen:
+        parser.error("random is needed as the reference")
     seeds = [int(s) for s in args.seeds.split(",")]
     data = load(args.dataset)
     print(f"{data.name}: {len(data.train)} train / {len(data.valid)} valid / "

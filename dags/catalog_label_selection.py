@@ -22,8 +22,7 @@ from prodcat_airflow.assets import TRAINED_RUN, trained_run
 from prodcat_airflow.stages import record_run, run_stage
 
 from shared_config.paths import ID_MAX_LENGTH, ID_PATTERN
-
-STRATEGIES = ["random", "least_confidence", "margin", "entropy", "committee", "density"]
+from shared_config.selection import DEFAULT_STRATEGY, DIVERSITY_WEIGHT, STRATEGIES
 
 
 @dag(
@@ -39,13 +38,19 @@ STRATEGIES = ["random", "least_confidence", "margin", "entropy", "committee", "d
                         title="Run id",
                         description="The trained run to select from. Empty: the run whose "
                                     "training triggered this one (by hand: the latest)."),
-        "strategy": Param("margin", type="string", enum=STRATEGIES, title="Strategy",
-                          description="margin: the smallest gap between the two likeliest "
-                                      "classes first; see the README for every strategy."),
+        "strategy": Param(DEFAULT_STRATEGY, type="string", enum=list(STRATEGIES), title="Strategy",
+                          description="density: uncertain (a small gap between the two "
+                                      "likeliest classes) and typical of the pool first, the "
+                                      "active-learning benchmark's best; see the README for "
+                                      "every strategy."),
         "batch_size": Param(100, type="integer", minimum=1, maximum=100_000, title="Batch size",
                             description="Training products to queue for labelling."),
         "diverse": Param(True, type="boolean", title="Diverse batch",
                          description="One listing per product group, and no near-copies."),
+        "diversity_weight": Param(DIVERSITY_WEIGHT, type="number", minimum=0, maximum=1,
+                                  title="Diverse batch: weight of spread",
+                                  description="0: by score alone (one listing per group "
+                                              "still); 1: by spread alone."),
         "eval_share": Param(0.2, type="number", minimum=0, maximum=1, title="Evaluation share",
                             description="Valid/test products drawn at random, as a share of "
                                         "the batch size."),
@@ -65,7 +70,8 @@ def catalog_label_selection():
     def score(run: str, params=None) -> dict:
         flags = ["--strategy", params["strategy"], "--batch-size", str(params["batch_size"]),
                  "--eval-share", str(params["eval_share"]),
-                 "--committee-dropout", str(params["committee_dropout"])]
+                 "--committee-dropout", str(params["committee_dropout"]),
+                 "--diversity-weight", str(params["diversity_weight"])]
         return run_stage("active_learning.select", "score", "--run-id", run, *flags,
                          *(["--diverse"] if params["diverse"] else []))
 

@@ -10,6 +10,10 @@ Reads the run's ``embeddings/part-*.npz`` (``trainer/embed.py``) and writes
      "similar_level": 2, "similar_products": [{"id": ..., "score": 0.93}, ...],
      "image_tokens": "d0_4 d0_47 ..."}
 
+``image_tokens`` (``similarity/tokens.py``) goes on the listings indexed only — one
+per real product, as neighbours are products — and is emptied on the others, so a
+token search in the store finds each product once.
+
 **Groups.** ``--level N`` restricts neighbours to products whose predicted category
 path starts with the same N names (a shorter path: the same whole path); ``--level 0``
 searches the whole catalogue. Products without a predicted path form their own group,
@@ -235,14 +239,17 @@ def neighbours(paths: RunPaths, k: int = 100, level: int = 2, index: str = "auto
                     rows = np.where(found >= 0, indexed[np.maximum(found, 0)], -1)
                 else:
                     scores = rows = np.zeros((len(ids), 0), dtype=np.int64)
-                tokens = tokeniser.tokens(vectors)
+                # tokens only on the listings indexed: a token search finds products, as
+                # the neighbour sets do, and each write of a product holding 128 tokens costs
+                # the store a re-analysis of them (about twice a plain write on osmem)
+                tokens = dict(zip(indexed.tolist(), tokeniser.tokens(base), strict=True))
                 for row, product_id in enumerate(ids):
                     record = {"id": str(product_id), "run_id": paths.run_id, "version": version,
                               "similar_group": group, "similar_level": level,
                               "similar_products": [
                                   {"id": str(ids[r]), "score": round(float(s), 4)}
                                   for r, s in zip(rows[row], scores[row], strict=True) if r >= 0],
-                              "image_tokens": tokens[row]}
+                              "image_tokens": tokens.get(row, "")}
                     if with_vectors:
                         record["image_embedding"] = [round(float(x), 5) for x in vectors[row]]
                     out.write(record)

@@ -127,9 +127,11 @@ def test_label_selection_follows_each_trained_run_through_an_asset(dagbag):
     order = ["resolve_run", "select.score", "select.choose", "select.queue", "record_stats"]
     for upstream, downstream in itertools.pairwise(order):
         assert downstream in selection.get_task(upstream).downstream_task_ids
-    assert selection.params["strategy"] == "margin" and selection.doc_md
+    assert selection.params["strategy"] == "density" and selection.doc_md
     with pytest.raises(Exception, match="strategy"):
         selection.params.update({"strategy": "psychic"})
+    with pytest.raises(Exception, match="diversity_weight"):
+        selection.params.update({"diversity_weight": 1.5})
 
 
 def test_similarity_follows_each_trained_run_and_checks_its_form(dagbag):

@@ -70,6 +70,32 @@ def test_a_diverse_batch_takes_one_listing_per_product_and_spreads_out():
     assert len(strategies.diverse_batch(scores, embeddings, groups, size=10)) == 4
 
 
+def test_the_diversity_weight_trades_score_for_spread():
+    # 0 and 1 are near-copies with the best scores; 2 is far from both and scores least
+    scores = np.array([0.9, 0.8, 0.1])
+    embeddings = np.array([[1.0, 0.0], [0.995, 0.0999], [0.0, 1.0]])
+    groups = ["a", "b", "c"]
+    assert strategies.diverse_batch(scores, embeddings, groups, size=2, weight=0.0) == [0, 1]
+    assert strategies.diverse_batch(scores, embeddings, groups, size=2, weight=1.0)[1] == 2
+    assert strategies.diverse_batch(scores, embeddings, groups, size=2,
+                                    weight=strategies.DIVERSITY_WEIGHT) == [0, 2]
+
+
+def test_the_benchmark_names_a_strategy_with_its_settings_or_refuses_it():
+    from benchmarks.active_learning import parse_strategy
+
+    assert parse_strategy("density_diverse:beta=2:weight=0.25") == (
+        "density", True, {"beta": 2.0, "weight": 0.25})
+    assert parse_strategy("margin") == (
+        "margin", False, {"beta": 1.0, "weight": strategies.DIVERSITY_WEIGHT})
+    for bad, reason in [("margin:beta=2", "density only"), ("density:weight=0.3", "diverse"),
+                        ("oracle", "unknown strategy"), ("density:beta=x", "number"),
+                        ("density:gamma=1", "unknown setting"),
+                        ("density_diverse:weight=2", r"\[0, 1\]")]:
+        with pytest.raises(ValueError, match=reason):
+            parse_strategy(bad)
+
+
 # --- The selection stage on a small trained run, against the real store ----------------
 
 import json  # noqa: E402

@@ -141,9 +141,13 @@ def test_other_listings_of_the_same_product_are_not_neighbours(tmp_path):
         assert len(found) == 5 and all(product_of[f] != product_of[line["id"]] for f in found)
         assert all(int(f[1:]) % 3 == 0 for f in found)  # one listing per product: its first
         assert len({product_of[f] for f in found}) == 5
+        # the tokens go on the listing indexed, so a token search finds each product once
+        assert bool(line["image_tokens"]) == (int(line["id"][1:]) % 3 == 0)
     nb.neighbours(paths, k=5, level=1, same_product=True)
-    first = next(line for line in read_lines(paths.similar_dir) if line["id"] == "p0")
+    lines = read_lines(paths.similar_dir)
+    first = next(line for line in lines if line["id"] == "p0")
     assert {n["id"] for n in first["similar_products"][:2]} == {"p1", "p2"}  # the same picture
+    assert all(line["image_tokens"] for line in lines)  # every listing indexed, tokens on each
 
 
 def _peak_bytes(tmp_path, name: str, groups: int) -> int:
