@@ -108,15 +108,11 @@ class _Best:
         return [item for _, _, item in sorted(self.heap, key=lambda e: e[:2], reverse=True)]
 
 
-def _density_index(paths, vocabs, model, embed):
+def _density_index(pool: np.ndarray):
     """A faiss inner-product index over the unlabelled training pool's embeddings."""
     import faiss
 
-    vectors = []
-    for _, _, unlabelled, inputs in _stream(paths, "train", vocabs):
-        probabilities = np.asarray(model(inputs, training=False)["exclusive"])
-        vectors.append(embed(inputs, probabilities)[unlabelled])
-    pool = np.ascontiguousarray(np.concatenate(vectors), dtype="float32")
+    pool = np.ascontiguousarray(pool, dtype="float32")
     if len(pool) > 100_000:  # approximate: an inverted file of ~4 sqrt(n) lists
         lists = int(4 * np.sqrt(len(pool)))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(pool.shape[1]), pool.shape[1], lists,
@@ -151,12 +147,20 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
         baseline = storage.read_json(paths.stats_file("baseline_train"))["hparams_id"]
         members.append(task.load_trained(paths, baseline, "baseline")[0])
     embed = _embedder(model)
-    index = _density_index(paths, vocabs, model, embed) if strategy == "density" else None
     seed = zlib.crc32(paths.run_id.encode())
     spare = CANDIDATES_PER_PICK if diverse else SPARE_CANDIDATES
     train = _Best(batch_size * spare)
     evaluation = _Best(max(1, round(batch_size * eval_share)) * SPARE_CANDIDATES)
     pool = {"uncertainty_sum": 0.0, "unlabelled": dict.fromkeys(SPLITS, 0)}
+    held, held_vectors = [], []  # density: each chunk's ids, groups, margins, predictions
+
+    def offer(ids, groups, values, predicted, vectors):
+        for i, product_id in enumerate(ids):
+            train.offer(float(values[i]), product_id, {
+                "id": product_id, "group": groups[i], "split": "train",
+                "score": float(values[i]), "predicted": int(predicted[i]),
+                "embedding": [round(float(v), 5) for v in vectors[i]]})
+
     for split in SPLITS:
         for ids, groups, unlabelled, inputs in _stream(paths, split, vocabs):
             keep = np.flatnonzero(unlabelled)
@@ -172,27 +176,35 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
                 continue
             every = np.asarray(model(inputs, training=False)["exclusive"])
             probabilities, vectors = every[keep], embed(inputs, every)[keep]
-            pool["uncertainty_sum"] += float(strategies.margin(probabilities).sum())
+            margins = strategies.margin(probabilities)
+            pool["uncertainty_sum"] += float(margins.sum())
+            chunk_ids, chunk_groups = [ids[r] for r in keep], [groups[r] for r in keep]
+            predicted = probabilities.argmax(axis=1)
+            if strategy == "density":  # scored once the whole pool is in the index
+                held.append((chunk_ids, chunk_groups, margins, predicted))
+                held_vectors.append(vectors)
+                continue
             if strategy == "random":
-                values = strategies.random_scores([ids[r] for r in keep], seed)
+                values = strategies.random_scores(chunk_ids, seed)
             elif strategy == "committee":
                 votes = [probabilities] + [  # the model's own answer is computed already
                     np.asarray(m(inputs, training=False)["exclusive"])[keep] for m in members[1:]]
                 votes += [np.asarray(model(inputs, training=True)["exclusive"])[keep]
                           for _ in range(committee_dropout)]
                 values = strategies.committee(votes)
-            elif strategy == "density":
-                values = strategies.information_density(strategies.margin(probabilities),
-                                                        _density(index, vectors))
             else:
                 values = getattr(strategies, strategy)(probabilities)
-            predicted = probabilities.argmax(axis=1)
-            for i, row in enumerate(keep):
-                train.offer(float(values[i]), ids[row], {
-                    "id": ids[row], "group": groups[row], "split": "train",
-                    "score": float(values[i]), "predicted": int(predicted[i]),
-                    "embedding": [round(float(v), 5) for v in vectors[i]]})
+            offer(chunk_ids, chunk_groups, values, predicted, vectors)
         log.info("scored the %s pool: %d unlabelled products", split, pool["unlabelled"][split])
+    if held:  # density: one pass over the pool, then each product against the whole pool
+        pool_vectors = np.concatenate(held_vectors)
+        held_vectors.clear()
+        index, start = _density_index(pool_vectors), 0
+        for chunk_ids, chunk_groups, margins, predicted in held:
+            vectors = pool_vectors[start:start + len(chunk_ids)]
+            start += len(chunk_ids)
+            offer(chunk_ids, chunk_groups, strategies.information_density(
+                margins, _density(index, vectors)), predicted, vectors)
     names = vocabs.labels("exclusive")
     candidates = train.best_first() + evaluation.best_first()
     with storage.open_file(paths.selection_dir + "candidates.jsonl.gz", "wb") as raw, \

@@ -3,7 +3,7 @@
     python -m benchmarks.active_learning [--dataset reviews|generated] [--seeds 0,1,2]
         [--rounds 10] [--seed-share 0.005] [--batch-share 0.005]
         [--strategies random,least_confidence,...,density:beta=2,density_diverse:weight=0.25]
-        [--plot docs/active_learning_reviews.png]
+        [--plot docs/active_learning_reviews.png [--plot-only random,margin,...]]
         [--save-curves curves.json] [--add-curves earlier-seeds.json ...]
 
 From a random seed set (``--seed-share`` of the training split), each round fits
@@ -315,6 +315,8 @@ def main(argv=None) -> None:
     parser.add_argument("--strategies",
                         default=",".join(BASE + ("margin_diverse", "density_diverse")))
     parser.add_argument("--plot", help="write the learning curves to this PNG")
+    parser.add_argument("--plot-only", metavar="STRATEGIES",
+                        help="the strategies the plot shows (default: every one run)")
     parser.add_argument("--save-curves", metavar="JSON",
                         help="write every strategy's per-seed curves to this file")
     parser.add_argument("--add-curves", metavar="JSON", action="append", default=[],
@@ -329,6 +331,9 @@ def main(argv=None) -> None:
             parser.error(str(error))
     if "random" not in chosen:
         parser.error("random is needed as the reference")
+    plotted = args.plot_only.split(",") if args.plot_only else chosen
+    if set(plotted) - set(chosen):
+        parser.error(f"--plot-only names strategies not run: {sorted(set(plotted) - set(chosen))}")
     seeds = [int(s) for s in args.seeds.split(",")]
     data = load(args.dataset)
     print(f"{data.name}: {len(data.train)} train / {len(data.valid)} valid / "
@@ -353,7 +358,7 @@ def main(argv=None) -> None:
         results = pool_curves(results, path, data.name)
     table(data.name, results)
     if args.plot:
-        plot(data.name, results, args.plot)
+        plot(data.name, {s: results[s] for s in plotted}, args.plot)
     os._exit(0)  # TensorFlow's and BLAS's threads can hold the interpreter at exit
 
 

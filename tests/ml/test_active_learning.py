@@ -158,6 +158,35 @@ def test_only_the_training_split_is_chosen_by_strategy(trained_run, strategy, mo
         assert result["committee"] == 1 + 1 + 3  # the model, the baseline, 3 dropout passes
 
 
+def test_density_scores_each_product_against_the_whole_pool(trained_run, monkeypatch):
+    """margin x the mean cosine similarity to the 10 nearest other pool products, checked
+    against a brute-force computation over every unlabelled training product."""
+    from active_learning import select
+    from trainer import task
+
+    paths, _ = trained_run
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    select.score(paths, "density", batch_size=5, diverse=False, eval_share=0.0)
+    model, _ = task.load_trained(paths, storage.read_json(paths.stats_file("train"))["hparams_id"])
+    embed, vocabs = select._embedder(model), task.vocabularies(paths)
+    ids, vectors, margins = [], [], []
+    for chunk_ids, _, unlabelled, inputs in select._stream(paths, "train", vocabs):
+        probabilities = np.asarray(model(inputs, training=False)["exclusive"])
+        vectors.append(embed(inputs, probabilities)[unlabelled])
+        margins.append(strategies.margin(probabilities[unlabelled]))
+        ids += [i for i, keep in zip(chunk_ids, unlabelled) if keep]
+    vectors, margins = np.concatenate(vectors), np.concatenate(margins)
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -np.inf)  # the product itself is not its own neighbour
+    nearest = np.sort(similarity, axis=1)[:, -select.NEIGHBOURS:].clip(min=0).mean(axis=1)
+    expected = dict(zip(ids, margins * nearest, strict=True))
+    train = [c for c in _candidates(paths) if c["split"] == "train"]
+    assert len(train) == 5 * select.SPARE_CANDIDATES
+    assert [c["id"] for c in train] == sorted(expected, key=expected.get, reverse=True)[:len(train)]
+    assert [c["score"] for c in train] == pytest.approx([expected[c["id"]] for c in train],
+                                                        rel=1e-4)
+
+
 def _random_evaluation(paths):
     from active_learning import select
 
