@@ -32,8 +32,9 @@ help:
 	@echo "make lock        re-pin requirements/*.lock.txt from requirements/*.in"
 	@echo "make clean       remove the environments and local state"
 
-# The two environments, the Debian packages and the data install side by side (a fresh
-# install takes about a minute less than one after the other on 2 cores).
+# The two environments, the Debian packages and the data install side by side: on fresh
+# clones on 2 cores, 110-178 s (mean 136, 4 runs) against 146-180 s (mean 161, 3 runs) one
+# after the other (`make install-parts` alone installs one after the other).
 install:
 	@$(MAKE) --no-print-directory --jobs=3 install-parts
 
