@@ -17,13 +17,22 @@ methods that need them are left out; 100 and 1,000 labels.
 ``--variants`` prints the other table: each variant of prodcat's model (options
 of ``trainer/hparams.py``) against the default, scored on validation only.
 
+``--validation-halves`` asks how much choosing on validation flatters each method,
+without reading the test split: the validation products are split in two halves
+(by product, hashed); each method makes its choices on one half and is scored on
+that half and on the other, then the other way round.
+
     .venvs/ml/bin/python -m benchmarks.label_efficiency [--seeds 3] [--dataset reviews]
         [--budgets 0.01,0.02] [--methods ...] [--plot docs/label_efficiency_reviews.png]
     .venvs/ml/bin/python -m benchmarks.label_efficiency --variants [--budgets 0.01,0.02]
+    .venvs/ml/bin/python -m benchmarks.label_efficiency --validation-halves --seeds 2 \
+        --budgets 0.01,0.02 --methods weak_supervision,ssl_gan_rules
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import sys
@@ -107,6 +116,33 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only: str = 
         print(f"{name:<46}" + "".join(cells), flush=True)
 
 
+def validation_halves(data, budgets, methods, seeds) -> None:
+    """Each method chooses on one half of the validation products and is scored on both
+    halves, each half in turn; the test split is not read."""
+    half = np.array([int(hashlib.sha256(str(g).encode("utf-8")).hexdigest(), 16) % 2
+                     for g in data.valid.groups])
+    halves = [np.flatnonzero(half == h) for h in (0, 1)]
+    for h, rows in enumerate(halves):
+        print(f"half {'AB'[h]}: {len(rows):,} validation rows, "
+              f"{len(set(data.valid.groups[rows])):,} products")
+    print(f"{'labelled':<10}{'method':<18}{'chosen on':>10}{'on it':>8}{'on the other':>14}"
+          f"{'difference':>12}", flush=True)
+    for budget in budgets:
+        for method in methods:
+            for chosen_on, other in ((0, 1), (1, 0)):
+                split = dataclasses.replace(data, valid=data.valid.take(halves[chosen_on]),
+                                            test=data.valid.take(halves[other]))
+                own, held_out = [], []
+                for seed in range(seeds):
+                    labelled = label_data.labelled_rows(len(split.train), budget, seed)
+                    out = run(method, split, labelled, seed, {})
+                    own.append(100 * macro_f1(split.valid.y, out["valid"]))
+                    held_out.append(100 * macro_f1(split.test.y, out["test"]))
+                print(f"{budget_name(budget, 0):<10}{method:<18}{'AB'[chosen_on]:>10}"
+                      f"{np.mean(own):>8.1f}{np.mean(held_out):>14.1f}"
+                      f"{np.mean(own) - np.mean(held_out):>+12.1f}", flush=True)
+
+
 def plot(results: dict, budgets, dataset: str, rows: int, path: str) -> None:
     import matplotlib
 
@@ -148,6 +184,9 @@ def main(argv=None) -> None:
                         help="print the variant table (validation) instead of the test table")
     parser.add_argument("--only", default="", help="with --variants: the variants whose name "
                                                    "contains this text")
+    parser.add_argument("--validation-halves", action="store_true",
+                        help="choose on one half of the validation products, score on the "
+                             "other (the test split is not read)")
     parser.add_argument("--plot", help="write the label-efficiency curve to this PNG")
     args = parser.parse_args(argv)
     methods = [m for m in args.methods.split(",") if m]
@@ -165,6 +204,9 @@ def main(argv=None) -> None:
                                           if args.options else ""), flush=True)
     if args.variants:
         variant_table(data, budgets, args.seeds, only=args.only)
+        return
+    if args.validation_halves:
+        validation_halves(data, budgets, methods, args.seeds)
         return
     results = main_table(data, budgets, methods, args.seeds, args.options)
     if args.plot:
