@@ -10,8 +10,9 @@
 ``score`` streams the run's catalogue (``catalog_{split}`` TFRecords) through the
 trained model chunk by chunk and keeps only the best candidates (a bounded heap):
 memory is a chunk plus the candidates, however large the pool — except for
-``density``, whose nearest-neighbour index holds one small embedding per pool
-product (linear). **Only the training split is chosen by strategy**: valid and test
+``density``, which holds per pool product its embedding (in a nearest-neighbour
+index), id, group, margin and predicted class, and scores every product once the
+whole pool is indexed: one pass, memory linear in the pool. **Only the training split is chosen by strategy**: valid and test
 products are drawn at random (``--eval-share`` of the batch size, in proportion to
 the splits' pools), so the figures measured on them stay unbiased estimates.
 
