@@ -245,7 +245,8 @@ def choose(paths: RunPaths, store) -> dict:
         embeddings = np.array([c["embedding"] for c in train], dtype="float32")
         picked = [train[i] for i in strategies.diverse_batch(
             np.array([c["score"] for c in train]), embeddings, [c["group"] for c in train], size,
-            weight=scored.get("diversity_weight") or strategies.DIVERSITY_WEIGHT)]
+            weight=strategies.DIVERSITY_WEIGHT if scored.get("diversity_weight") is None
+            else scored["diversity_weight"])]
     else:
         picked = train[:size]
     evaluation = [c for c in open_ if c["split"] != "train"][
