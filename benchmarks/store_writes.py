@@ -1,17 +1,20 @@
 """How fast the local store (osmem) takes prodcat's versioned writes, and what slows them.
 
-    .venvs/ml/bin/python -m benchmarks.store_writes [--products 6000]
+    .venvs/ml/bin/python -m benchmarks.store_writes [--products 10000] [--batches 500,5000]
 
-On a store of its own, the demo catalogue bulk-loaded as ``make demo`` loads it, then
-``ProductStore.update_if_newer`` (the updater's write: read, then write back with
-``if_seq_no``) in batches of 500, the products in shuffled order, as the updater meets them:
+For each batch size, on a store of its own, the demo catalogue bulk-loaded as ``make demo``
+loads it, then ``ProductStore.update_if_newer`` (the updater's write: one ``mget``, then one
+bulk request writing back with ``if_seq_no``), that many products a request, the products in
+shuffled order, as the updater meets them:
 
 - first writes: the first update of each product after the bulk load;
-- second writes: the same products updated again;
-- writes holding tokens: the same products given a neighbour set with 128 image tokens
-  (``image_tokens``), then updated once more with a plain prediction.
+- second writes: the same products updated again, in the same order;
+- writes holding tokens: the same products, in another order (as neighbour sets follow
+  predictions), given a neighbour set with 128 image tokens (``image_tokens``), then updated
+  once more with a plain prediction.
 
-Prints documents/s per step, and each as a ratio to the second writes of the same run.
+Prints documents/s per step and batch size, each as a ratio to the second writes at the
+first batch size, and the largest batch's rate as a ratio to the first's.
 """
 from __future__ import annotations
 
@@ -22,10 +25,11 @@ import time
 
 from catalog_data import reviews_catalog
 from local_stack.services import free_port, start_store
+from shared_config.settings import Settings
 from store.client import ProductStore
 from store.load import load_products, read_jsonl
 
-BATCH = 500
+BATCH = Settings.from_env({}).updater_batch_size  # the updater's default
 
 
 def prediction(version: int) -> dict:
@@ -42,38 +46,28 @@ def neighbours(version: int, rng: random.Random, ids: list[str]) -> dict:
                                      for _ in range(2))}
 
 
-def timed_writes(store: ProductStore, ids: list[str], fields, version_field: str) -> float:
-    """Documents/s of versioned writes of ``fields(product_id)`` to ``ids``."""
+def timed_writes(store: ProductStore, ids: list[str], fields, version_field: str,
+                 batch: int) -> float:
+    """Documents/s of versioned writes of ``fields(product_id)`` to ``ids``, ``batch`` a request."""
     started = time.monotonic()
-    for start in range(0, len(ids), BATCH):
-        outcome = store.update_if_newer({pid: fields(pid) for pid in ids[start:start + BATCH]},
-                                        version_field=version_field)
+    for start in range(0, len(ids), batch):
+        outcome = store.update_if_newer({pid: fields(pid) for pid in ids[start:start + batch]},
+                                        version_field=version_field, chunk_size=batch)
         if set(outcome.values()) != {"applied"}:
             raise RuntimeError(f"not every write was applied: {set(outcome.values())}")
     return len(ids) / (time.monotonic() - started)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_writes",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--products", type=int, default=6000,
-                        help="products written in each step (default 6000)")
-    args = parser.parse_args(argv)
-    directory = reviews_catalog.default_dir()
-    if not reviews_catalog.is_current(directory):
-        reviews_catalog.build(directory)
+def measure(products: list[dict], count: int, batch: int) -> dict[str, float]:
+    """Every step's documents/s with ``batch`` products a request, on a store of its own."""
     server = start_store(free_port())
     try:
         store = ProductStore("opensearch", server.url, "bench-products")
-        loaded = load_products(store, read_jsonl(str(directory / "catalog.jsonl.gz")),
-                               recreate=True)["loaded"]
+        load_products(store, iter(products), recreate=True)
         rng = random.Random(0)
         ids = [p["id"] for p in store.iter_products()]
         rng.shuffle(ids)
-        ids = ids[:args.products]
-        print(f"osmem {server.version}: {loaded:,} demo products bulk-loaded; "
-              f"{len(ids):,} written per step, batches of {BATCH}", flush=True)
+        ids = ids[:count]
         steps = [
             ("first writes after the bulk load", lambda pid: (1, prediction(1)),
              "prediction_version"),
@@ -85,13 +79,46 @@ def main(argv=None) -> None:
         ]
         rates = {}
         for name, fields, version_field in steps:
-            rates[name] = timed_writes(store, ids, fields, version_field)
-        reference = rates["second writes"]
-        print(f"{'step':<44}{'documents/s':>12}{'/ second writes':>17}")
-        for name, rate in rates.items():
-            print(f"{name:<44}{rate:>12,.0f}{rate / reference:>16.2f}x")
+            if name == "a neighbour set with 128 tokens":
+                rng.shuffle(ids)  # the neighbour sets come in another order than the predictions
+            rates[name] = timed_writes(store, ids, fields, version_field, batch)
+            print(f"  {batch:,} a request: {name}: {rates[name]:,.0f} documents/s", flush=True)
+        return rates
     finally:
         server.close()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.store_writes",
+                                     description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--products", type=int, default=10000,
+                        help="products written in each step (default 10000)")
+    parser.add_argument("--batches", default=f"500,{BATCH}",
+                        help="products a request, comma-separated; each on a store of its own "
+                             f"(default 500,{BATCH}: the updater's old batch and its default)")
+    args = parser.parse_args(argv)
+    batches = [int(b) for b in args.batches.split(",") if b.strip()]
+    if not batches or min(batches) < 1:
+        parser.error(f"--batches {args.batches!r}: give positive sizes, e.g. 500,5000")
+    directory = reviews_catalog.default_dir()
+    if not reviews_catalog.is_current(directory):
+        reviews_catalog.build(directory)
+    products = list(read_jsonl(str(directory / "catalog.jsonl.gz")))
+    print(f"osmem: {len(products):,} demo products bulk-loaded per store; "
+          f"{min(args.products, len(products)):,} written per step", flush=True)
+    rates = {batch: measure(products, args.products, batch) for batch in batches}
+    first = batches[0]
+    reference = rates[first]["second writes"]
+    header = "".join(f"{f'{b:,} a request':>18}" for b in batches)
+    print(f"{'documents/s':<44}{header}")
+    for name in rates[first]:
+        print(f"{name:<44}" + "".join(f"{rates[b][name]:>18,.0f}" for b in batches))
+    print(f"ratios to the second writes at {first:,} a request, and (last column) of the "
+          f"largest batch to the first:")
+    for name in rates[first]:
+        cells = "".join(f"{rates[b][name] / reference:>17.2f}x" for b in batches)
+        print(f"{name:<44}{cells}{rates[batches[-1]][name] / rates[first][name]:>10.1f}x")
     os._exit(0)
 
 

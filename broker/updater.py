@@ -4,8 +4,9 @@
 ``broker/messages.py``.)
 
 Messages (batches of predictions, see ``broker/messages.py``) are gathered into
-bulk partial updates of about ``PRODCAT_UPDATER_BATCH_SIZE`` products, applied no
-faster than ``PRODCAT_UPDATER_MAX_DOCS_PER_SECOND``. A message is acknowledged
+batches of about ``PRODCAT_UPDATER_BATCH_SIZE`` products, each read with one ``mget``
+and written with one bulk request, applied no faster than
+``PRODCAT_UPDATER_MAX_DOCS_PER_SECOND``. A message is acknowledged
 only once the store has taken every one of its predictions, so a crash loses
 nothing: the broker delivers the message again. Each update carries its run's
 version and is written only where the product holds no newer one (optimistic
@@ -48,6 +49,10 @@ POLL_SECONDS = 0.5
 MAX_RECONNECT_DELAY = 30.0  # seconds between tries while the broker is away
 RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 1.0, 30.0
 HEARTBEAT_SERVICE_SECONDS = 0.2  # while a store request runs, the broker is served this often
+# Unacknowledged messages the broker may hand this updater at once (at most the batch size):
+# a batch fills from messages of at least batch size / this many predictions (the publisher
+# sends 100 a message), and the prefetched backlog stays bounded however large the batch.
+MAX_PREFETCH_MESSAGES = 1000
 
 
 @dataclass
@@ -125,7 +130,8 @@ class Updater:
         declare_predictions_queue(channel, self.settings.predictions_queue,
                                   self.settings.predictions_queue_max_length)
         channel.confirm_delivery()  # a dead-lettered copy is confirmed before its ack
-        channel.basic_qos(prefetch_count=self.settings.updater_batch_size)
+        channel.basic_qos(prefetch_count=min(self.settings.updater_batch_size,
+                                             MAX_PREFETCH_MESSAGES))
         pending: list[_Pending] = []
         pending_updates = 0
         idle_since = time.monotonic()
@@ -205,8 +211,9 @@ class Updater:
         delay = RETRY_FIRST_SECONDS
         while todo:
             try:
-                outcome.update(self._store_call(self.store.update_if_newer, todo,
-                                                version_field=version_field))
+                outcome.update(self._store_call(
+                    self.store.update_if_newer, todo, version_field=version_field,
+                    chunk_size=self.settings.updater_batch_size))
             except Exception as err:  # noqa: BLE001 (the two clients raise different kinds)
                 if self.store.is_transient(err):
                     log.warning("store unavailable (%s)", err)

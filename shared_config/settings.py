@@ -78,7 +78,7 @@ class Settings:
                 env, "PRODCAT_PREDICTIONS_QUEUE_MAX_LENGTH", "200000", int),
             updater_max_docs_per_second=_positive(
                 env, "PRODCAT_UPDATER_MAX_DOCS_PER_SECOND", "2000", float),
-            updater_batch_size=_positive(env, "PRODCAT_UPDATER_BATCH_SIZE", "500", int),
+            updater_batch_size=_positive(env, "PRODCAT_UPDATER_BATCH_SIZE", "5000", int),
             amqp_heartbeat=_positive(env, "PRODCAT_AMQP_HEARTBEAT", "60", int),
             image_roots=tuple(str(Path(p).expanduser().resolve()) for p in env.get(
                 "PRODCAT_IMAGE_ROOTS", str(data_dir(env))).split(os.pathsep) if p.strip()),
