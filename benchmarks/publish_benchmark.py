@@ -8,14 +8,14 @@ naive loop, on services of its own (an osmem store and a RabbitMQ node, removed 
 - updater: ``broker.updater`` draining what prodcat published into the store
   (no rate ceiling), versioned bulk updates;
 - plain: the same updates (the same fields, new values) as bulk partial updates
-  sent straight to the store, with no broker and no versioning: what the store
-  alone takes;
+  sent straight to the store in requests of the updater's size (``--batch``), with no
+  broker and no versioning: what the store alone takes;
 - parallel: a newer run's predictions, published again and drained by
   ``--updaters`` updater processes sharing the queue (versioned writes keep them
   from undoing each other).
 
     .venvs/ml/bin/python -m benchmarks.publish_benchmark [--n 100000] [--workers 4]
-        [--per-message 100] [--updaters 3]
+        [--per-message 100] [--updaters 3] [--batch 5000]
 """
 from __future__ import annotations
 
@@ -132,6 +132,9 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--per-message", type=int, default=100)
     parser.add_argument("--updaters", type=int, default=3, help="updater processes in parallel")
+    parser.add_argument("--batch", type=int, default=Settings.from_env({}).updater_batch_size,
+                        help="products a bulk request, for the updaters and the plain updates "
+                             "alike (default: the updater's, %(default)s)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     port = free_port()
@@ -143,13 +146,14 @@ def main(argv=None) -> None:
             settings = dataclasses.replace(
                 Settings.from_env({}), prefix=prefix, store_url=store_server.url,
                 amqp_url=node.url, predictions_queue="bench.predictions",
-                updater_max_docs_per_second=1e9, updater_batch_size=1000)
+                updater_max_docs_per_second=1e9, updater_batch_size=args.batch)
             paths = RunPaths.for_run("bench", prefix)
             store = ProductStore.from_settings(settings)
             store.create_index(recreate=True)
             store.index_products(products_and_predictions(paths, args.n))
             print(f"{args.n:,} predictions; prodcat: {args.workers} workers, "
-                  f"{args.per_message} predictions a message", flush=True)
+                  f"{args.per_message} predictions a message; {args.batch:,} products a bulk "
+                  "request", flush=True)
             naive, naive_seconds = timed(naive_publish, paths, settings)
             print(f"{'naive publish (1 message + confirm each)':<44}{naive_seconds:>8.1f} s"
                   f"{naive / naive_seconds:>12,.0f} predictions/s", flush=True)
@@ -161,7 +165,8 @@ def main(argv=None) -> None:
             applied = counts["applied"] / update_seconds
             print(f"{'updater, applied to the store':<44}{update_seconds:>8.1f} s"
                   f"{applied:>12,.0f} documents/s  ({counts})")
-            _, plain_seconds = timed(store.update_partial, plain_updates(paths), chunk_size=1000)
+            _, plain_seconds = timed(store.update_partial, plain_updates(paths),
+                                     chunk_size=args.batch)
             plain_rate = args.n / plain_seconds
             print(f"{'plain bulk partial updates, no broker':<44}{plain_seconds:>8.1f} s"
                   f"{plain_rate:>12,.0f} documents/s")
