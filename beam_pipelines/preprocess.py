@@ -94,23 +94,28 @@ def attach_images(products, image_fields: dict[str, int], policy: images.FetchPo
     normalised to a greyscale PNG of its feature's size (``{field: image_size}``).
 
     A product whose image cannot be used keeps its other features and an empty
-    image; the reference and the reason go to the quarantine.
+    image; the reference and the reason go to the quarantine. Only the products with a
+    reference are joined with the images (a shuffle): the others get their empty image
+    where they are, so a catalogue with few images pays for few.
     """
     problems = []
     for field, size in image_fields.items():
+        without, with_ref = products | f"HasImage_{field}" >> beam.Partition(
+            lambda p, _, f=field: 1 if p[f] else 0, 2)
         fetched = (
-            products
+            with_ref
             | f"Refs_{field}" >> beam.Map(lambda p, f=field: p[f])
-            | f"NonEmpty_{field}" >> beam.Filter(bool)
             | f"Distinct_{field}" >> beam.Distinct()
             | f"Batch_{field}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
             | f"Fetch_{field}" >> beam.ParDo(FetchImages(policy, size)).with_outputs(BAD, main=GOOD))
         problems.append(fetched[BAD])
-        keyed = products | f"KeyBy_{field}" >> beam.Map(lambda p, f=field: (p[f], p))
-        products = (
+        keyed = with_ref | f"KeyBy_{field}" >> beam.Map(lambda p, f=field: (p[f], p))
+        joined = (
             {"products": keyed, "images": fetched[GOOD]}
             | f"Join_{field}" >> beam.CoGroupByKey()
             | f"Attach_{field}" >> beam.FlatMap(_with_bytes, field))
+        no_image = without | f"NoImage_{field}" >> beam.Map(lambda p, f=field: {**p, f: b""})
+        products = (joined, no_image) | f"AllProducts_{field}" >> beam.Flatten()
     return products, problems
 
 
@@ -131,6 +136,22 @@ def _objectives_and_splits(example: dict):
     if len(example["rule_based_labels"]) > 0:
         targets.append(("rule_based", split))
     return targets
+
+
+class RouteExamples(beam.DoFn):
+    """A transformed product -> its serialised example, once, to each file it belongs to
+    (tagged ``{objective}_{split}``), counted per file."""
+
+    def __init__(self, coder, targets: list[str]):
+        self.coder = coder
+        self.counters = {name: Metrics.counter(NAMESPACE, f"examples_{name}") for name in targets}
+
+    def process(self, example: dict):
+        encoded = self.coder.encode(example)
+        for objective, split in _objectives_and_splits(example):
+            name = f"{objective}_{split}"
+            self.counters[name].inc()
+            yield beam.pvalue.TaggedOutput(name, encoded)
 
 
 def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: str,
@@ -154,17 +175,12 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(paths.transform_fn_dir)
         examples, metadata = transformed
         coder = tft.coders.ExampleProtoCoder(metadata.schema)
-        routed = examples | "Route" >> beam.FlatMap(
-            lambda ex: [(target, ex) for target in _objectives_and_splits(ex)])
-        targets = [(o, s) for o in (*OBJECTIVES, CATALOG) for s in SPLITS]
-        for objective, split in targets:
-            name = f"{objective}_{split}"
-            counter = Metrics.counter(NAMESPACE, f"examples_{name}")
-            _ = (routed
-                 | f"Select_{name}" >> beam.Filter(lambda kv, t=(objective, split): kv[0] == t)
-                 | f"Count_{name}" >> beam.Map(lambda kv, c=counter: (c.inc(), kv[1])[1])
-                 | f"Encode_{name}" >> beam.Map(coder.encode)
-                 | f"Write_{name}" >> beam.io.WriteToTFRecord(paths.tfrecords(objective, split)))
+        targets = {f"{o}_{s}": (o, s) for o in (*OBJECTIVES, CATALOG) for s in SPLITS}
+        routed = examples | "Route" >> beam.ParDo(RouteExamples(coder, list(targets))).with_outputs(
+            *targets)
+        for name, (objective, split) in targets.items():
+            _ = routed[name] | f"Write_{name}" >> beam.io.WriteToTFRecord(
+                paths.tfrecords(objective, split))
 
 
 def _counters(result) -> dict:

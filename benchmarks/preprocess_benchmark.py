@@ -8,13 +8,19 @@ Generates N products (the scale generator), then runs, each in its own process:
   sizes), top-k label encoding of the categoricals, ``MultiLabelBinarizer`` and
   ``LabelEncoder`` for the labels, written to ``.npz``.
 Prints products per second and peak memory (max RSS) of each, and their ratio.
-Images are left out of both: generated products carry none.
+Generated products carry no images, so the image feature is left out of the feature config
+unless ``--image-feature`` keeps it (the job then still joins every product with its image,
+as ``catalog_train`` does on such a catalogue; scikit-learn has nothing to do for it).
+``--compare-rev REV`` also runs the Beam job of an earlier revision (a git worktree of it)
+on the same products, in the same run.
 
-    .venvs/ml/bin/python -m benchmarks.preprocess_benchmark --n 100000
+    .venvs/ml/bin/python -m benchmarks.preprocess_benchmark --n 100000 [--compare-rev REV]
+        [--image-feature]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -50,10 +56,25 @@ def config_without_images(directory: Path) -> Path:
     return path
 
 
-def measure(command: list[str], env: dict) -> tuple[float, float]:
+@contextlib.contextmanager
+def worktree(rev: str):
+    """A checkout of ``rev`` in a temporary git worktree, removed after."""
+    with tempfile.TemporaryDirectory(prefix="prodcat-rev-") as tmp:
+        target = Path(tmp) / "checkout"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
+                        str(target), rev], check=True)
+        try:
+            yield target
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(target)], check=False)
+
+
+def measure(command: list[str], env: dict, cwd: Path = REPO) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process."""
+    print(f"running {' '.join(command[1:4])} ...", flush=True)
     started = time.monotonic()
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(process.pid, 0)
     seconds = time.monotonic() - started
@@ -66,25 +87,36 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--compare-rev", help="also run this revision's Beam job, first")
+    parser.add_argument("--image-feature", action="store_true",
+                        help="keep the feature config's image feature (no product has an image)")
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
         paths = RunPaths.for_run("bench", tmp)
         print(f"generating {args.n:,} products ...", flush=True)
         write_dump(paths, args.n)
-        env = {**os.environ, "PRODCAT_PREFIX": tmp, "PYTHONPATH": str(REPO),
-               "PRODCAT_FEATURE_CONFIG": str(config_without_images(Path(tmp))),
+        config = features.DEFAULT_PATH if args.image_feature else config_without_images(Path(tmp))
+        env = {**os.environ, "PRODCAT_PREFIX": tmp, "PRODCAT_FEATURE_CONFIG": str(config),
                "TF_CPP_MIN_LOG_LEVEL": "3"}
-        job = [sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", "bench"]
-        results = {
-            "beam + tf.transform, in-memory runner": measure(
-                job + ["--runner=DirectRunner", "--direct_running_mode=in_memory"], env),
-            "scikit-learn, one process": measure(
-                [sys.executable, "-m", "benchmarks.sklearn_featurise", paths.dump_dir, tmp], env),
-        }
-    print(f"\n{args.n:,} products on {os.cpu_count()} cores")
-    print(f"{'pipeline':<44}{'seconds':>9}{'products/s':>12}{'peak MiB':>10}")
+        job = [sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", "bench",
+               "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+        name = "beam + tf.transform, in-memory runner"
+        results = {}
+        if args.compare_rev:
+            checkout = stack.enter_context(worktree(args.compare_rev))
+            results[f"{name} ({args.compare_rev})"] = measure(
+                job, {**env, "PYTHONPATH": str(checkout)}, cwd=checkout)
+        results[name] = measure(job, {**env, "PYTHONPATH": str(REPO)})
+        results["scikit-learn, one process"] = measure(
+            [sys.executable, "-m", "benchmarks.sklearn_featurise", paths.dump_dir, tmp],
+            {**env, "PYTHONPATH": str(REPO)})
+    images = "the image feature kept, no product with an image" if args.image_feature \
+        else "no image feature"
+    print(f"\n{args.n:,} products on {os.cpu_count()} cores; {images}")
+    print(f"{'pipeline':<52}{'seconds':>9}{'products/s':>12}{'peak MiB':>10}")
     for name, (seconds, peak) in results.items():
-        print(f"{name:<44}{seconds:>9.1f}{args.n / seconds:>12,.0f}{peak:>10,.0f}")
+        print(f"{name:<52}{seconds:>9.1f}{args.n / seconds:>12,.0f}{peak:>10,.0f}")
     *beams, (sk_s, sk_mem) = results.values()
     for name, (beam_s, beam_mem) in zip(results, beams):
         print(f"{name} / scikit-learn: time {beam_s / sk_s:.2f}x, peak memory "
