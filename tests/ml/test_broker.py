@@ -8,8 +8,7 @@ import pika
 import pytest
 
 from broker import messages
-from broker.publish import publish
-from broker.publish import ConfirmedSender
+from broker.publish import ConfirmedSender, publish
 from broker.topology import connect, dead_letter_names, declare_predictions_queue
 from broker.updater import Updater
 from shared_config import storage
