@@ -142,14 +142,15 @@ class RouteExamples(beam.DoFn):
     """A transformed product -> its serialised example, once, to each file it belongs to
     (tagged ``{objective}_{split}``), counted per file."""
 
-    def __init__(self, coder, targets: list[str]):
+    def __init__(self, coder, targets: dict[str, tuple[str, str]]):
         self.coder = coder
+        self.names = {target: name for name, target in targets.items()}
         self.counters = {name: Metrics.counter(NAMESPACE, f"examples_{name}") for name in targets}
 
     def process(self, example: dict):
         encoded = self.coder.encode(example)
-        for objective, split in _objectives_and_splits(example):
-            name = f"{objective}_{split}"
+        for target in _objectives_and_splits(example):
+            name = self.names[target]
             self.counters[name].inc()
             yield beam.pvalue.TaggedOutput(name, encoded)
 
@@ -176,7 +177,7 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
         examples, metadata = transformed
         coder = tft.coders.ExampleProtoCoder(metadata.schema)
         targets = {f"{o}_{s}": (o, s) for o in (*OBJECTIVES, CATALOG) for s in SPLITS}
-        routed = examples | "Route" >> beam.ParDo(RouteExamples(coder, list(targets))).with_outputs(
+        routed = examples | "Route" >> beam.ParDo(RouteExamples(coder, targets)).with_outputs(
             *targets)
         for name, (objective, split) in targets.items():
             _ = routed[name] | f"Write_{name}" >> beam.io.WriteToTFRecord(
