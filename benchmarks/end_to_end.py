@@ -38,6 +38,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from benchmarks.checkout import is_revision, worktree
 from catalog_data.generator import ScaleGenerator
 from catalog_data.rules import SEPARATOR
 from catalog_data.taxonomy import Taxonomy
@@ -242,19 +243,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.products < 100:
         parser.error("--products must be at least 100")
+    if args.compare_rev and not is_revision(args.compare_rev):
+        parser.error(f"--compare-rev {args.compare_rev!r}: no such revision")
     runs = []
     with tempfile.TemporaryDirectory(prefix="prodcat-e2e-") as tmp:
         if args.compare_rev:
-            old = Path(tmp) / "checkout"
-            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.compare_rev],
-                           cwd=REPO_ROOT, check=True, capture_output=True)
-            try:
+            with worktree(args.compare_rev) as old:
                 (Path(tmp) / "before").mkdir()
                 runs.append(one_run(args.products, args.epochs, old, Path(tmp) / "before",
                                     f"before ({args.compare_rev})", "before"))
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO_ROOT,
-                               check=False, capture_output=True)
             print(table(runs[0]), flush=True)
         (Path(tmp) / "now").mkdir()
         runs.append(one_run(args.products, args.epochs, REPO_ROOT, Path(tmp) / "now", "now"))

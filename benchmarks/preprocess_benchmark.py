@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.checkout import is_revision, worktree
 from catalog_data.generator import ScaleGenerator
 from catalog_data.taxonomy import Taxonomy
 from shared_config import features
@@ -56,20 +57,6 @@ def config_without_images(directory: Path) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def worktree(rev: str):
-    """A checkout of ``rev`` in a temporary git worktree, removed after."""
-    with tempfile.TemporaryDirectory(prefix="prodcat-rev-") as tmp:
-        target = Path(tmp) / "checkout"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
-                        str(target), rev], check=True)
-        try:
-            yield target
-        finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                            str(target)], check=False)
-
-
 def measure(command: list[str], env: dict, cwd: Path = REPO) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB) of one child process."""
     print(f"running {' '.join(command[1:4])} ...", flush=True)
@@ -91,6 +78,10 @@ def main(argv=None) -> None:
     parser.add_argument("--image-feature", action="store_true",
                         help="keep the feature config's image feature (no product has an image)")
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error("--n must be positive")
+    if args.compare_rev and not is_revision(args.compare_rev):
+        parser.error(f"--compare-rev {args.compare_rev!r}: no such revision in {REPO}")
     with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp, \
             contextlib.ExitStack() as stack:
         paths = RunPaths.for_run("bench", tmp)

@@ -136,6 +136,8 @@ def main(argv=None) -> None:
                         help="products a bulk request, for the updaters and the plain updates "
                              "alike (default: the updater's, %(default)s)")
     args = parser.parse_args(argv)
+    if min(args.n, args.workers, args.per_message, args.updaters, args.batch) < 1:
+        parser.error("--n, --workers, --per-message, --updaters and --batch must be positive")
     logging.basicConfig(level=logging.WARNING)
     port = free_port()
     node = RabbitNode(port=port, dist_port=free_port(), name=f"prodcat-bench-{port}")
