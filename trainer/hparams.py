@@ -62,6 +62,10 @@ class HParams:
     # averaging): with early stopping, validation scores and the saved model keeps the
     # averaged weights (0: off)
     weight_averaging: float = 0.0
+    # the rule-based head's loss on at most this many categories a batch: those some row of the
+    # batch has, and negatives drawn at random, weighted to estimate the loss over all of them
+    # (the generated catalogue's rules name 6,787 categories; 0: always all of them)
+    rule_sampled_categories: int = 2048
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -82,9 +86,9 @@ class HParams:
         if self.exclusive_loss not in EXCLUSIVE_LOSSES:
             raise ValueError(f"exclusive_loss {self.exclusive_loss!r}: choose one of {EXCLUSIVE_LOSSES}")
         if min(self.rule_to_exclusive_weight, self.early_stopping_patience,
-               self.encoder_pretrain_epochs) < 0:
-            raise ValueError("rule_to_exclusive_weight, early_stopping_patience and "
-                             "encoder_pretrain_epochs must be >= 0")
+               self.encoder_pretrain_epochs, self.rule_sampled_categories) < 0:
+            raise ValueError("rule_to_exclusive_weight, early_stopping_patience, "
+                             "encoder_pretrain_epochs and rule_sampled_categories must be >= 0")
         if not 0 <= self.weight_averaging < 1:
             raise ValueError("weight_averaging (a moving average's momentum) must be in [0, 1)")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:

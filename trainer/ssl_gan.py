@@ -70,16 +70,56 @@ def candidate_mass_loss(logits, candidates):
                      ops.logsumexp(logits, axis=-1) - ops.logsumexp(masked, axis=-1), 0.0)
 
 
+def sample_rule_categories(targets, size: int, seed):
+    """``(columns, column_weights)``: the rule-based categories a batch's loss is computed on,
+    ``size`` of them (negative sampling, as word2vec's or Jean et al.'s 2015 sampled losses).
+
+    Every category some row of the batch has comes first (weight 1); the rest are drawn
+    uniformly from the categories no row has, each weighted (categories no row has) /
+    (those drawn), so that the weighted sum over the sample is an unbiased estimate of the
+    sum over every category. Should the batch hold more categories than ``size``, a
+    uniform draw of them is kept, weighted (categories held) / ``size``, and no
+    negative is drawn. ``targets``: [batch, categories] 0/1; shapes stay static (``jit``).
+    """
+    total = ops.shape(targets)[-1]
+    present = ops.cast(ops.max(targets, axis=0) > 0, "float32")
+    noise = keras.random.uniform((total,), seed=seed)
+    _, columns = ops.top_k(2.0 * present + noise, k=size)  # present ones first, at random
+    held = ops.sum(present)
+    chosen_present = ops.take(present, columns)
+    negative_weight = (ops.cast(total, "float32") - held) / ops.maximum(size - held, 1.0)
+    present_weight = ops.maximum(held / size, 1.0)
+    return columns, chosen_present * present_weight + (1.0 - chosen_present) * negative_weight
+
+
+def rule_based_bce(targets, logits, column_weights=None, categories=None):
+    """Per row, the mean binary cross-entropy over the rule-based categories; with
+    ``column_weights`` (``sample_rule_categories``), ``logits`` and ``targets`` are a sample
+    of the ``categories`` columns and the mean is its weighted estimate."""
+    bce = ops.binary_crossentropy(targets, logits, from_logits=True)
+    if column_weights is None:
+        return ops.mean(bce, axis=-1)
+    return ops.sum(bce * column_weights, axis=-1) / ops.cast(categories, "float32")
+
+
 def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
                          hparams: HParams, real_for_gan: dict | None = None,
-                         log_prior=None, rule_class_map=None, confusion=None) -> dict:
+                         log_prior=None, rule_class_map=None, confusion=None,
+                         rule_sample=None) -> dict:
     """The discriminator's loss terms (backend-neutral ``keras.ops``); ``real_for_gan``:
     the real rows' outputs for the real/fake term, if they differ from ``real``;
     ``log_prior``: log class prior added to the exclusive logits in the losses
     (logit adjustment); ``rule_class_map``: [rule categories, classes] 0/1, which
     exclusive classes each rule category names (weak targets); ``confusion``: [true
-    class, class the rules name] row-stochastic: how the rules err, learnt."""
+    class, class the rules name] row-stochastic: how the rules err, learnt;
+    ``rule_sample``: ``(columns, column_weights)`` when the rule-based logits of ``real``
+    and ``fake`` are those of a sample of the categories (``sample_rule_categories``)."""
     real_for_gan = real if real_for_gan is None else real_for_gan
+    rule_targets, class_map, column_weights = targets.get("rule_based"), rule_class_map, None
+    if rule_sample is not None:  # the sampled categories' columns (every one a row has)
+        columns, column_weights = rule_sample
+        rule_targets = ops.take(rule_targets, columns, axis=1)
+        class_map = None if class_map is None else ops.take(class_map, columns, axis=0)
     terms = {"real_fake": hparams.real_fake_weight * (
         ops.mean(ops.softplus(-real_logit(real_for_gan, hparams)))
         + ops.mean(ops.softplus(real_logit(fake, hparams))))}
@@ -98,7 +138,7 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     if "rule_based" in targets and rule_class_map is not None \
             and hparams.rule_to_exclusive_weight > 0:
         # a product's rule categories name candidate classes; human labels win where both exist
-        candidates = ops.cast(ops.matmul(targets["rule_based"], rule_class_map) > 0, "float32")
+        candidates = ops.cast(ops.matmul(rule_targets, class_map) > 0, "float32")
         has_candidates = ops.cast(ops.sum(candidates, axis=-1) > 0, "float32")
         if confusion is None:
             weak = candidate_mass_loss(logits, candidates)
@@ -119,12 +159,13 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
         terms["rule_to_exclusive"] = hparams.rule_to_exclusive_weight * _masked_mean(
             weak, weak_rows)
     if "rule_based" in targets:
-        bce = ops.mean(ops.binary_crossentropy(targets["rule_based"], real["rule_based"],
-                                               from_logits=True), axis=-1)
+        categories = ops.shape(targets["rule_based"])[-1]
+        bce = rule_based_bce(rule_targets, real["rule_based"], column_weights, categories)
         terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
         if hparams.rule_gan_signal == "no_category":
-            terms["rule_fake"] = ops.mean(ops.binary_crossentropy(
-                ops.zeros_like(fake["rule_based"]), fake["rule_based"], from_logits=True))
+            terms["rule_fake"] = ops.mean(rule_based_bce(
+                ops.zeros_like(fake["rule_based"]), fake["rule_based"], column_weights,
+                categories))
     if hparams.entropy_weight > 0:
         probabilities = ops.softmax(real["exclusive"], axis=-1)
         entropy = -ops.sum(probabilities * ops.log(probabilities + 1e-8), axis=-1)
@@ -141,10 +182,13 @@ def generator_loss(real: dict, fake: dict, hparams: HParams):
 
 class SSLGAN(keras.Model):
     def __init__(self, encoder: keras.Model, discriminator: keras.Model, generator: keras.Model,
-                 hparams: HParams, wide: keras.Model | None = None, rule_class_map=None,
-                 **kwargs):
+                 rule_head: keras.layers.Dense, hparams: HParams, wide: keras.Model | None = None,
+                 rule_class_map=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.discriminator, self.generator = encoder, discriminator, generator
+        # the rule-based logits from the discriminator's features: a layer of its own, so that
+        # training computes a sample of its categories and the generated rows none of them
+        self.rule_head = rule_head
         self.wide = wide  # optional linear logits from the sparse inputs, added for real rows
         self.hparams = hparams
         self.rule_class_map = None if rule_class_map is None else ops.convert_to_tensor(
@@ -172,16 +216,36 @@ class SSLGAN(keras.Model):
         self.d_optimizer, self.g_optimizer = d_optimizer, g_optimizer
 
     def call(self, inputs, training=False):
-        return self._with_wide(
-            self.discriminator(self.encoder(inputs, training=training), training=training),
-            inputs, training)
+        outputs = self.discriminator(self.encoder(inputs, training=training), training=training)
+        return self._with_wide(self._with_rules(outputs), inputs, training)
 
-    def _with_wide(self, outputs: dict, inputs, training=False) -> dict:
+    def _with_rules(self, outputs: dict, columns=None) -> dict:
+        """The discriminator's outputs with the rule-based logits: every category's, or
+        those of ``columns`` only (a [features, columns] product instead of [features, all])."""
+        features = outputs["features"]
+        if columns is None:
+            return {**outputs, "rule_based": self.rule_head(features)}
+        kernel = ops.cast(ops.take(self.rule_head.kernel, columns, axis=1), features.dtype)
+        bias = ops.cast(ops.take(self.rule_head.bias, columns), features.dtype)
+        return {**outputs, "rule_based": ops.matmul(features, kernel) + bias}
+
+    def _with_wide(self, outputs: dict, inputs, training=False, columns=None) -> dict:
         if self.wide is None:
             return outputs
         linear = self.wide(inputs, training=training)
+        if columns is not None:
+            linear = {**linear, "rule_based": ops.take(linear["rule_based"], columns, axis=1)}
         return {name: value + linear[name] if name in linear else value
                 for name, value in outputs.items()}
+
+    def _rule_sample(self, targets):
+        """``(columns, column_weights)`` of this batch's rule-based categories when the head
+        has more than ``rule_sampled_categories``; None: every category."""
+        size = self.hparams.rule_sampled_categories
+        if "rule_based" not in targets or not size or \
+                size >= self.rule_head.units:
+            return None
+        return sample_rule_categories(targets["rule_based"], size, self.seed_generator)
 
     @property
     def _learns_confusion(self) -> bool:
@@ -211,27 +275,37 @@ class SSLGAN(keras.Model):
     def _d_variables(self) -> list:
         """What the discriminator's loss trains: encoder, discriminator, the wide path, and
         the rules' confusion when it is learnt."""
-        return self.encoder.trainable_weights + self.discriminator.trainable_weights + (
+        return self.encoder.trainable_weights + self.discriminator.trainable_weights + \
+            self.rule_head.trainable_weights + (
             self.wide.trainable_weights if self.wide is not None else []) + (
             [self.confusion_logits] if self._learns_confusion else [])
 
     def _step_losses(self, inputs, targets, weights, noise, log_prior):
         """One forward pass: ``(d_loss, g_loss, terms)``, backend-neutral."""
-        # Real rows: encoder, discriminator, plus the wide path's logits if any.
+        # Real rows: encoder, discriminator, the rule-based logits of this batch's sample of
+        # categories (all of them when they are few), plus the wide path's logits if any.
+        rule_sample = self._rule_sample(targets)
+        columns = None if rule_sample is None else rule_sample[0]
         encoded = self.encoder(inputs, training=True)
-        real = _float32(self._with_wide(self.discriminator(encoded, training=True), inputs,
-                                        training=True))
+        real = _float32(self._with_wide(
+            self._with_rules(self.discriminator(encoded, training=True), columns), inputs,
+            training=True, columns=columns))
         real_for_gan = None
         if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
             scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
                 encoded - ops.stop_gradient(encoded))
             real_for_gan = _float32(self.discriminator(scaled, training=True))
-        # Fake rows: generated feature vectors through the discriminator alone.
-        fake = _float32(self.discriminator(self.generator(noise, training=True), training=True))
+        # Fake rows: generated feature vectors through the discriminator alone (its
+        # rule-based logits only where the rule-based GAN signal needs them).
+        fake = self.discriminator(self.generator(noise, training=True), training=True)
+        if self.hparams.rule_gan_signal == "no_category":
+            fake = self._with_rules(fake, columns)
+        fake = _float32(fake)
         # Discriminator: supervised, weak, rule-based and real/fake terms; generator:
         # feature matching.
         terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
-                                     log_prior, self.rule_class_map, self._confusion())
+                                     log_prior, self.rule_class_map, self._confusion(),
+                                     rule_sample)
         return sum(terms.values()), generator_loss(real, fake, self.hparams), terms
 
     def train_step(self, data):
@@ -359,7 +433,8 @@ class SSLGAN(keras.Model):
     def classifier(self) -> keras.Model:
         """A plain functional model of the trained parts: products in, probabilities out."""
         inputs = self.encoder.input  # the dict of named inputs
-        logits = self._with_wide(self.discriminator(self.encoder(inputs)), inputs)
+        logits = self._with_wide(self._with_rules(self.discriminator(self.encoder(inputs))),
+                                 inputs)
         activations = {"exclusive": "softmax", "rule_based": "sigmoid"}
         outputs = {objective: keras.layers.Activation(activations[objective], name=objective,
                                                       dtype="float32")(logits[objective])
@@ -387,8 +462,11 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     x = keras.layers.Dropout(hparams.dropout, seed=hparams.seed)(x)
     features = hidden_stack(x, hparams, prefix="discriminator")
     outputs = {"features": features,
-               "exclusive": keras.layers.Dense(classes["exclusive"], name="exclusive_logits")(features),
-               "rule_based": keras.layers.Dense(classes["rule_based"], name="rule_based_logits")(features)}
+               "exclusive": keras.layers.Dense(classes["exclusive"], name="exclusive_logits")(features)}
+    # the rule-based head: applied by the SSLGAN itself (built here, in the order the weights
+    # have always been drawn: a seed gives the same initial weights as before)
+    rule_head = keras.layers.Dense(classes["rule_based"], name="rule_based_logits")
+    rule_head.build((None, features.shape[-1]))
     if hparams.gan_head == "separate_unit":
         outputs["real_fake"] = keras.layers.Dense(1, name="real_fake_logit")(features)
     discriminator = keras.Model(vector, outputs, name="discriminator")
@@ -399,7 +477,7 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     g = keras.layers.Dropout(hparams.dropout, seed=hparams.seed)(g)
     generator = keras.Model(noise, keras.layers.Dense(width, name="fake_vector")(g), name="generator")
 
-    model = SSLGAN(encoder, discriminator, generator, hparams, wide=wide,
+    model = SSLGAN(encoder, discriminator, generator, rule_head, hparams, wide=wide,
                    rule_class_map=rule_class_map)
     wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
     averaging = {"use_ema": True, "ema_momentum": hparams.weight_averaging} \

@@ -128,13 +128,11 @@ def _rule_based_score(paths: RunPaths, hparams: HParams, vocabs):
     batches = list(data.dataset(data.tfrecord_files(paths, "rule_based", "valid"), vocabs, 512,
                                 ["rule_based"]).take(RULE_SCORE_BATCHES))
     labels = np.concatenate([targets["rule_based"].numpy() for _, targets, _ in batches])
-    names = vocabs.labels("rule_based")
 
     def score(model):
         scores = np.concatenate([_probabilities(model, model(inputs, training=False)["rule_based"])
                                  for inputs, _, _ in batches])
-        return metrics.rule_based_metrics(labels, scores, names,
-                                          hparams.rule_threshold)["macro_f1"]
+        return metrics.rule_based_macro_f1(labels, scores, hparams.rule_threshold)
 
     return score
 

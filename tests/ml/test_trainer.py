@@ -56,12 +56,33 @@ def test_rule_based_metrics_use_the_threshold():
     assert result["per_class"]["y"]["support"] == 1
 
 
+def test_rule_based_roc_auc_is_scikit_learns_and_early_stopping_scores_the_same_f1(monkeypatch):
+    from sklearn.metrics import roc_auc_score
+
+    monkeypatch.setattr(metrics, "AUC_COLUMNS_AT_ONCE", 7)  # columns ranked a few at a time
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 30)) < 0.2).astype("float32")
+    labels[:, 0], labels[:, 1] = 0, 1  # one outcome only: no ROC-AUC
+    probabilities = np.round(rng.random((200, 30)), 1)  # many ties
+    result = metrics.rule_based_metrics(labels, probabilities, [str(c) for c in range(30)], 0.5)
+    for column in range(2, 30):
+        assert result["per_class"][str(column)]["roc_auc"] == pytest.approx(
+            roc_auc_score(labels[:, column], probabilities[:, column]), abs=1e-12)
+    assert result["per_class"]["0"]["roc_auc"] is None
+    assert result["per_class"]["1"]["roc_auc"] is None
+    assert metrics.rule_based_macro_f1(labels, probabilities, 0.5) == result["macro_f1"]
+    assert 0 < result["macro_f1"] < 1
+
+
 def test_hparams_id_follows_the_hyperparameters():
     assert HParams().hparams_id == HParams().hparams_id
     assert HParams(epochs=3).hparams_id != HParams().hparams_id
     assert HParams.from_dict(HParams(hidden_units=(8,)).to_dict()) == HParams(hidden_units=(8,))
     with pytest.raises(ValueError):
         HParams(model_type="forest")
+    with pytest.raises(ValueError, match="rule_sampled_categories"):
+        HParams(rule_sampled_categories=-1)
     with pytest.raises(ValueError):
         HParams(objectives=("exclusive", "sentiment"))
 

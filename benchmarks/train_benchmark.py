@@ -1,0 +1,113 @@
+"""Benchmark: training throughput on a generated catalogue, this revision against an earlier one.
+
+Generates N products (the scale generator over the real Shopify taxonomy, 2% of them with a
+human label, as ``benchmarks.end_to_end`` loads them), runs the preprocessing job once, then
+trains each model type for ``--epochs`` epochs (early stopping off, so both revisions run
+the same epochs) with ``python -m trainer.controller train`` — this revision's, and with
+``--compare-rev REV`` an earlier revision's on the same TFRecords, in the same run. Prints
+per model type and revision: the trainer's own seconds (from building the model to the last
+epoch's validation scoring, without process start-up), training rows per second, peak RSS,
+and the validation score the last epoch reached; then the ratios.
+
+    .venvs/ml/bin/python -m benchmarks.train_benchmark --n 100000 [--epochs 3]
+        [--model-types ssl_gan,dnn] [--compare-rev REV]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.checkout import is_revision, worktree
+from benchmarks.end_to_end import labelled
+from benchmarks.preprocess_benchmark import config_without_images
+from catalog_data.generator import ScaleGenerator
+from catalog_data.taxonomy import Taxonomy
+from shared_config.cli import RESULT_MARKER
+from shared_config.paths import RunPaths
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_ID = "bench"
+
+
+def write_dump(paths: RunPaths, n: int) -> None:
+    os.makedirs(paths.dump_dir, exist_ok=True)
+    with gzip.open(paths.dump_dir + "part-00000.jsonl.gz", "wt", encoding="utf-8") as dump:
+        for product in labelled(ScaleGenerator(Taxonomy.shopify(), seed=1).products(n)):
+            product.pop("_true_category")
+            dump.write(json.dumps(product, ensure_ascii=False) + "\n")
+
+
+def result_of(command: list[str], env: dict, cwd: Path) -> dict:
+    """Run a stage's command; its ``PRODCAT_RESULT`` line, parsed."""
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[2:5])} failed:\n{done.stderr[-3000:]}")
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARKER)]
+    return json.loads(lines[-1][len(RESULT_MARKER):])
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--model-types", default="ssl_gan,dnn")
+    parser.add_argument("--compare-rev", help="also train with this revision's trainer, first")
+    args = parser.parse_args(argv)
+    model_types = [m for m in args.model_types.split(",") if m]
+    if args.n < 100 or args.epochs < 1 or not model_types:
+        parser.error("--n must be at least 100, --epochs positive, --model-types not empty")
+    if args.compare_rev and not is_revision(args.compare_rev):
+        parser.error(f"--compare-rev {args.compare_rev!r}: no such revision in {REPO}")
+    revisions: list[tuple[str, Path]] = []
+    with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp, \
+            contextlib.ExitStack() as stack:
+        paths = RunPaths.for_run(RUN_ID, tmp)
+        print(f"generating {args.n:,} products ...", flush=True)
+        write_dump(paths, args.n)
+        env = {**os.environ, "PRODCAT_PREFIX": tmp, "TF_CPP_MIN_LOG_LEVEL": "3",
+               "PRODCAT_FEATURE_CONFIG": str(config_without_images(Path(tmp))),
+               "PYTHONPATH": str(REPO)}
+        print("preprocessing ...", flush=True)
+        counts = result_of([sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", RUN_ID,
+                            "--runner=DirectRunner", "--direct_running_mode=in_memory"],
+                           env, REPO)["examples"]
+        if args.compare_rev:
+            revisions.append((args.compare_rev, stack.enter_context(worktree(args.compare_rev))))
+        revisions.append(("this revision", REPO))
+        results = {}
+        for model_type in model_types:
+            for name, code in revisions:
+                print(f"training {model_type} ({name}) ...", flush=True)
+                results[model_type, name] = result_of(
+                    [sys.executable, "-m", "trainer.controller", "train", "--run-id", RUN_ID,
+                     "--model-type", model_type, "--epochs", str(args.epochs),
+                     "--early-stopping-patience", str(args.epochs + 1)],
+                    {**env, "PYTHONPATH": str(code)}, code)
+    print(f"\n{args.n:,} products on {os.cpu_count()} cores: {counts['catalog_train']:,} training "
+          f"products ({counts['exclusive_train']:,} with a human label, "
+          f"{counts['rule_based_train']:,} with rule labels), {args.epochs} epochs")
+    print(f"{'model':<10}{'revision':<16}{'seconds':>9}{'rows/s':>9}{'peak MiB':>10}"
+          f"{'valid score':>13}")
+    for (model_type, name), result in results.items():
+        rows = result["rows_per_epoch"] * args.epochs
+        score = result.get("early_stopping", {}).get("best_valid_macro_f1", float("nan"))
+        print(f"{model_type:<10}{name:<16}{result['seconds']:>9.1f}"
+              f"{rows / result['seconds']:>9,.0f}{result.get('peak_rss_mib', 0):>10,.0f}"
+              f"{score:>13.3f}")
+    if args.compare_rev:
+        for model_type in model_types:
+            before = results[model_type, args.compare_rev]["seconds"]
+            after = results[model_type, "this revision"]["seconds"]
+            print(f"{model_type}: {before / after:.2f}x faster than {args.compare_rev}")
+
+
+if __name__ == "__main__":
+    main()
