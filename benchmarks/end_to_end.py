@@ -70,6 +70,19 @@ def labelled(products, seed: int = 0):
         yield product
 
 
+def applied(store: ProductStore, run_id: str) -> int | None:
+    """How many products hold ``run_id``'s prediction; None when the store is too busy with
+    the updater's bulk writes to answer in time (on osmem a request of 5,000 writes to a
+    100,000-product index can hold a refresh past the client's 60 s)."""
+    from opensearchpy.exceptions import ConnectionTimeout
+
+    try:
+        store.refresh()
+        return store.count({"term": {"prediction_run_id": run_id}})
+    except ConnectionTimeout:
+        return None
+
+
 def rss_of(pid: int) -> float | None:
     """The peak RSS (MiB) of a running process."""
     try:
@@ -148,11 +161,11 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
         published = storage.read_json(paths.stats_file("publish"))["published"]
         waited = time.monotonic()
         while True:
-            store.refresh()
-            updated = store.count({"term": {"prediction_run_id": run_id}})
-            if updated >= published:
+            updated = applied(store, run_id)
+            if updated is not None and updated >= published:
                 break
-            console.progress(f"store: {updated:,} of {published:,} predictions applied")
+            console.progress(f"store: {updated if updated is not None else 'busy, still'} of "
+                             f"{published:,} predictions applied")
             time.sleep(1)
         finished = time.monotonic()
         figures["total_seconds"] = finished - started
