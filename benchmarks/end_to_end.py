@@ -227,7 +227,7 @@ def plot(runs: list[dict], target: str,
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(name for run in runs for name in run["stages"]))
-    fig, ax = plt.subplots(figsize=(10, 1.2 + 0.8 * len(runs)))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 0.8 * len(runs)))
     colours = plt.get_cmap("tab20").colors
     for row, run in enumerate(runs):
         left = 0.0
@@ -240,9 +240,8 @@ def plot(runs: list[dict], target: str,
                 label="Airflow scheduling and start-up" if row == 0 else None)
     ax.set_yticks(range(len(runs)), [f"{r['label']}\n{r['products']:,} products" for r in runs])
     ax.set_xlabel(xlabel)
-    ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-    fig.tight_layout()
-    fig.savefig(target, dpi=120)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # clear of the axis
+    fig.savefig(target, dpi=120, bbox_inches="tight")
 
 
 def main(argv=None) -> None:

@@ -13,6 +13,7 @@ from shared_config.splits import group_key, split_of
 from store import demo_catalog
 from tests.ml.test_preprocessing import read_examples, run_job
 from trainer import peer
+from trainer.metrics import macro_f1 as trainer_macro_f1
 
 
 def test_a_group_key_is_the_feeds_group_id_else_the_listing_id():
@@ -121,6 +122,16 @@ def test_the_peers_c_comes_from_grouped_folds():
     groups = np.repeat(np.arange(30), 3)
     assert peer.cross_validated_c(x, y, groups) in peer.CV_GRID
     assert peer.cross_validated_c(x[:2], y[:2], groups[:2]) == 1.0  # too few groups to fold
+    # the grid's fits in parallel choose what one fold after another would
+    from sklearn.model_selection import GroupKFold
+
+    noisy = (x[:, 0] + rng.normal(0, 1.5, 90) > 0).astype(int)
+    folds = list(GroupKFold(n_splits=3).split(x, noisy, groups))
+    mean_f1 = {c: np.mean([trainer_macro_f1(noisy[held], peer.balanced_logreg(c).fit(
+        x[train], noisy[train]).predict(x[held])) for train, held in folds]) for c in peer.CV_GRID}
+    expected = max(peer.CV_GRID, key=lambda c: (mean_f1[c], -c))
+    assert peer.cross_validated_c(x, noisy, groups, n_jobs=2) == expected
+    assert peer.cross_validated_c(x, noisy, groups, n_jobs=1) == expected
 
 
 @pytest.mark.parametrize("ids", [["b", "a"], ["a", "b"]])
