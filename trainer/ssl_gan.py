@@ -11,6 +11,11 @@ generated rows, binary cross-entropy on rows with rule labels, and optionally
 entropy minimisation on real rows and a rule-based GAN signal (generated rows
 pushed towards "no category"). The generator learns by feature matching on the
 discriminator's last hidden layer, optionally plus the adversarial term.
+
+The rule-based head reads the discriminator's features but is a layer of the model's own
+(``SSLGAN.rule_head``): a step computes its logits for the real rows only and, with
+``rule_sampled_categories``, for a sample of a taxonomy's thousands of categories
+(``sample_rule_categories``); prediction and export compute every category.
 """
 from __future__ import annotations
 
@@ -273,8 +278,8 @@ class SSLGAN(keras.Model):
         return ops.log(0.5 * self.class_prior / ops.sum(self.class_prior) + 0.5 / classes)
 
     def _d_variables(self) -> list:
-        """What the discriminator's loss trains: encoder, discriminator, the wide path, and
-        the rules' confusion when it is learnt."""
+        """What the discriminator's loss trains: encoder, discriminator, the rule-based head,
+        the wide path, and the rules' confusion when it is learnt."""
         return self.encoder.trainable_weights + self.discriminator.trainable_weights + \
             self.rule_head.trainable_weights + (
             self.wide.trainable_weights if self.wide is not None else []) + (
