@@ -164,8 +164,8 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
             updated = applied(store, run_id)
             if updated is not None and updated >= published:
                 break
-            console.progress(f"store: {updated if updated is not None else 'busy, still'} of "
-                             f"{published:,} predictions applied")
+            console.progress(f"store: {updated:,} of {published:,} predictions applied"
+                             if updated is not None else "store: busy writing, asking again")
             time.sleep(1)
         finished = time.monotonic()
         figures["total_seconds"] = finished - started

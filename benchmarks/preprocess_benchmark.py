@@ -41,10 +41,13 @@ from shared_config.paths import RunPaths
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_dump(paths: RunPaths, n: int) -> None:
+def write_dump(paths: RunPaths, n: int, label=None) -> None:
+    """N generated products as the dump stage writes them; ``label`` (products -> products,
+    e.g. ``benchmarks.end_to_end.labelled``) gives some of them a human label first."""
     os.makedirs(paths.dump_dir, exist_ok=True)
+    products = ScaleGenerator(Taxonomy.shopify(), seed=1).products(n)
     with gzip.open(paths.dump_dir + "part-00000.jsonl.gz", "wt", encoding="utf-8") as dump:
-        for product in ScaleGenerator(Taxonomy.shopify(), seed=1).products(n):
+        for product in label(products) if label else products:
             product.pop("_true_category")
             dump.write(json.dumps(product, ensure_ascii=False) + "\n")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import os
 import subprocess
@@ -26,22 +25,12 @@ from pathlib import Path
 
 from benchmarks.checkout import is_revision, worktree
 from benchmarks.end_to_end import labelled
-from benchmarks.preprocess_benchmark import config_without_images
-from catalog_data.generator import ScaleGenerator
-from catalog_data.taxonomy import Taxonomy
+from benchmarks.preprocess_benchmark import config_without_images, write_dump
 from shared_config.cli import RESULT_MARKER
 from shared_config.paths import RunPaths
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_ID = "bench"
-
-
-def write_dump(paths: RunPaths, n: int) -> None:
-    os.makedirs(paths.dump_dir, exist_ok=True)
-    with gzip.open(paths.dump_dir + "part-00000.jsonl.gz", "wt", encoding="utf-8") as dump:
-        for product in labelled(ScaleGenerator(Taxonomy.shopify(), seed=1).products(n)):
-            product.pop("_true_category")
-            dump.write(json.dumps(product, ensure_ascii=False) + "\n")
 
 
 def result_of(command: list[str], env: dict, cwd: Path) -> dict:
@@ -71,7 +60,7 @@ def main(argv=None) -> None:
             contextlib.ExitStack() as stack:
         paths = RunPaths.for_run(RUN_ID, tmp)
         print(f"generating {args.n:,} products ...", flush=True)
-        write_dump(paths, args.n)
+        write_dump(paths, args.n, labelled)
         env = {**os.environ, "PRODCAT_PREFIX": tmp, "TF_CPP_MIN_LOG_LEVEL": "3",
                "PRODCAT_FEATURE_CONFIG": str(config_without_images(Path(tmp))),
                "PYTHONPATH": str(REPO)}
