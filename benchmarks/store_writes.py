@@ -1,9 +1,12 @@
 """How fast the local store (osmem) takes prodcat's versioned writes, and what slows them.
 
     .venvs/ml/bin/python -m benchmarks.store_writes [--products 10000] [--batches 500,5000]
+        [--load-chunks 1000,5000] [--catalog demo|generated] [--catalog-size 100000]
 
-For each batch size, on a store of its own, the demo catalogue bulk-loaded as ``make demo``
-loads it, then ``ProductStore.update_if_newer`` (the updater's write: one ``mget``, then one
+For each load request size and batch size, on a store of its own, the catalogue bulk-loaded
+that many products a request (the demo catalogue as ``make demo`` loads it, or the scale
+generator's products as the end-to-end benchmark loads them), then
+``ProductStore.update_if_newer`` (the updater's write: one ``mget``, then one
 bulk request writing back with ``if_seq_no``), that many products a request, the products in
 shuffled order, as the updater meets them:
 
@@ -13,8 +16,8 @@ shuffled order, as the updater meets them:
   predictions), given a neighbour set with 128 image tokens (``image_tokens``), then updated
   once more with a plain prediction.
 
-Prints documents/s per step and batch size, each as a ratio to the second writes at the
-first batch size, and the largest batch's rate as a ratio to the first's.
+Prints documents/s per step and setting, each as a ratio to the second writes of the first
+setting, and the last setting's rate as a ratio to the first's.
 """
 from __future__ import annotations
 
@@ -24,10 +27,12 @@ import random
 import time
 
 from catalog_data import reviews_catalog
+from catalog_data.generator import ScaleGenerator
+from catalog_data.taxonomy import Taxonomy
 from local_stack.services import free_port, start_store
 from shared_config.settings import Settings
 from store.client import ProductStore
-from store.load import load_products, read_jsonl
+from store.load import LOAD_CHUNK, load_products, read_jsonl
 
 BATCH = Settings.from_env({}).updater_batch_size  # the updater's default
 
@@ -58,12 +63,16 @@ def timed_writes(store: ProductStore, ids: list[str], fields, version_field: str
     return len(ids) / (time.monotonic() - started)
 
 
-def measure(products: list[dict], count: int, batch: int) -> dict[str, float]:
-    """Every step's documents/s with ``batch`` products a request, on a store of its own."""
+def measure(products, count: int, batch: int, load_chunk: int) -> dict[str, float]:
+    """Every step's documents/s with ``batch`` products a request, on a store of its own
+    loaded ``load_chunk`` products a request from ``products()``."""
     server = start_store(free_port())
     try:
         store = ProductStore("opensearch", server.url, "bench-products")
-        load_products(store, iter(products), recreate=True)
+        started = time.monotonic()
+        load_products(store, products(), recreate=True, chunk_size=load_chunk)
+        print(f"  loaded {load_chunk:,} a request in {time.monotonic() - started:.1f} s",
+              flush=True)
         rng = random.Random(0)
         ids = [p["id"] for p in store.iter_products()]
         rng.shuffle(ids)
@@ -90,6 +99,16 @@ def measure(products: list[dict], count: int, batch: int) -> dict[str, float]:
         server.close()
 
 
+def sizes(text: str, option: str, parser) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        parser.error(f"{option} {text!r}: give positive sizes, e.g. 500,5000")
+    return values
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.store_writes",
                                      description=__doc__,
@@ -97,30 +116,50 @@ def main(argv=None) -> None:
     parser.add_argument("--products", type=int, default=10000,
                         help="products written in each step (default 10000)")
     parser.add_argument("--batches", default=f"500,{BATCH}",
-                        help="products a request, comma-separated; each on a store of its own "
-                             f"(default 500,{BATCH}: the updater's old batch and its default)")
+                        help="products a write request, comma-separated (default "
+                             f"500,{BATCH}: the updater's old batch and its default)")
+    parser.add_argument("--load-chunks", default=str(LOAD_CHUNK),
+                        help="products a load request, comma-separated (default "
+                             f"{LOAD_CHUNK}, the loader's; 1000 was its old one)")
+    parser.add_argument("--catalog", choices=("demo", "generated"), default="demo",
+                        help="the demo catalogue (23,486 products) or the scale generator's")
+    parser.add_argument("--catalog-size", type=int, default=100000,
+                        help="products generated with --catalog generated (default 100000)")
     args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",") if b.strip()]
-    if not batches or min(batches) < 1:
-        parser.error(f"--batches {args.batches!r}: give positive sizes, e.g. 500,5000")
-    directory = reviews_catalog.default_dir()
-    if not reviews_catalog.is_current(directory):
-        reviews_catalog.build(directory)
-    products = list(read_jsonl(str(directory / "catalog.jsonl.gz")))
-    print(f"osmem: {len(products):,} demo products bulk-loaded per store; "
-          f"{min(args.products, len(products)):,} written per step", flush=True)
-    rates = {batch: measure(products, args.products, batch) for batch in batches}
-    first = batches[0]
+    batches = sizes(args.batches, "--batches", parser)
+    loads = sizes(args.load_chunks, "--load-chunks", parser)
+    if args.catalog == "demo":
+        directory = reviews_catalog.default_dir()
+        if not reviews_catalog.is_current(directory):
+            reviews_catalog.build(directory)
+        demo = list(read_jsonl(str(directory / "catalog.jsonl.gz")))
+        size = len(demo)
+
+        def products():
+            return iter(demo)
+    else:
+        size = args.catalog_size
+
+        def products():
+            return ScaleGenerator(Taxonomy.shopify(), seed=0).products(size)
+    print(f"osmem: {size:,} {args.catalog} products bulk-loaded per store; "
+          f"{min(args.products, size):,} written per step", flush=True)
+    settings = [(load, batch) for load in loads for batch in batches]
+    names = {s: f"load {s[0]:,}, write {s[1]:,}" for s in settings}
+    rates = {}
+    for setting in settings:
+        print(f"{names[setting]} a request:", flush=True)
+        rates[setting] = measure(products, args.products, setting[1], setting[0])
+    first, last = settings[0], settings[-1]
     reference = rates[first]["second writes"]
-    header = "".join(f"{f'{b:,} a request':>18}" for b in batches)
-    print(f"{'documents/s':<44}{header}")
+    print(f"{'documents/s':<44}" + "".join(f"{names[s]:>26}" for s in settings))
     for name in rates[first]:
-        print(f"{name:<44}" + "".join(f"{rates[b][name]:>18,.0f}" for b in batches))
-    print(f"ratios to the second writes at {first:,} a request, and (last column) of the "
-          f"largest batch to the first:")
+        print(f"{name:<44}" + "".join(f"{rates[s][name]:>26,.0f}" for s in settings))
+    print("ratios to the second writes of the first setting, and (last column) of the "
+          "last setting to the first:")
     for name in rates[first]:
-        cells = "".join(f"{rates[b][name] / reference:>17.2f}x" for b in batches)
-        print(f"{name:<44}{cells}{rates[batches[-1]][name] / rates[first][name]:>10.1f}x")
+        cells = "".join(f"{rates[s][name] / reference:>25.2f}x" for s in settings)
+        print(f"{name:<44}{cells}{rates[last][name] / rates[first][name]:>10.1f}x")
     os._exit(0)
 
 

@@ -29,6 +29,13 @@ log = logging.getLogger("prodcat.load")
 MAX_ID_BYTES = 512  # the store's limit on a document id
 RECORD_SAMPLE_CHARS = 2_000  # of a rejected line, enough to recognise it
 LOGGED_REJECTS = 20
+# Products a bulk request of the load. Bigger requests load a little faster, and on osmem they
+# decide how fast the store takes later writes: after a load in requests of 1,000, the
+# updater's first writes to a 100,000-product index ran at 150-500 documents/s; after a load
+# in requests of 5,000, at about 1,800/s (``python -m benchmarks.store_writes --load-chunks``).
+# About 5 MB of products a request, within Elasticsearch's advice for bulk requests (a few MB
+# to tens of MB).
+LOAD_CHUNK = 5000
 
 
 class BadProduct(ValueError):
@@ -94,7 +101,7 @@ def read_jsonl(path: str, rejects: Rejects | None = None) -> Iterator[dict]:
 
 
 def load_products(store: ProductStore, products: Iterable[dict], recreate: bool = False,
-                  ground_truth: str | None = None, chunk_size: int = 1000,
+                  ground_truth: str | None = None, chunk_size: int = LOAD_CHUNK,
                   rejects: Rejects | None = None) -> dict:
     """Index the products; a product the store refuses goes to ``rejects`` (without
     ``rejects``, the load raises StoreError)."""
