@@ -20,6 +20,12 @@ peak RSS of the stage's process (children included) and items per second. With
 earlier revision (its own DAGs, stages and updater), and prints each stage's
 time ratio; an older revision records no peak memory.
 
+The store's own peak RSS is printed too. osmem keeps the whole index in memory and has been
+seen to grow by hundreds of MiB a second once the updater starts writing (up to the
+machine's memory, where the kernel kills it); the run is stopped, with that said, when the
+store passes ``--store-memory-limit`` MiB (default 8,192), before the machine starts
+swapping.
+
     make benchmark-end-to-end N=100000 [COMPARE=REV]
     (or, in the environment ``make`` sets up: .venvs/ml/bin/python -m benchmarks.end_to_end
      --products 100000 [--compare-rev REV] [--plot docs/end_to_end.png])
@@ -32,11 +38,14 @@ import json
 import os
 import random
 import resource
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Self
 
 from benchmarks.checkout import is_revision, worktree
 from catalog_data.generator import ScaleGenerator
@@ -94,6 +103,50 @@ def rss_of(pid: int) -> float | None:
     return None
 
 
+class StoreMemoryExceeded(RuntimeError):
+    """The store grew past the benchmark's limit and was stopped."""
+
+
+class MemoryWatch:
+    """Samples a process's RSS every ``interval`` seconds in a thread of its own: its peak,
+    and SIGKILL for it when it passes ``limit_mib`` (``exceeded`` then says at how much)."""
+
+    def __init__(self, pid: int, limit_mib: float, interval: float = 1.0):
+        self.pid, self.limit_mib, self.interval = pid, limit_mib, interval
+        self.peak_mib: float = 0.0
+        self.exceeded: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> float | None:
+        try:
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            return None
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = self._rss()
+            if rss is None:
+                return
+            self.peak_mib = max(self.peak_mib, rss)
+            if rss > self.limit_mib:
+                self.exceeded = rss
+                os.kill(self.pid, signal.SIGKILL)
+                return
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def task_times(env: dict, dag_id: str, airflow_run_id: str) -> dict[str, float]:
     """Seconds per task of one DAG run, from Airflow's own records."""
     out = subprocess.run([airflow_bin(), "tasks", "states-for-dag-run", dag_id, airflow_run_id,
@@ -126,8 +179,9 @@ def stage_memory(timings: Path) -> dict[str, float]:
 
 
 def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
-            name: str = "now") -> dict:
-    """Everything for one checkout; the figures per stage."""
+            name: str = "now", store_limit_mib: float = 8192) -> dict:
+    """Everything for one checkout; the figures per stage. Raises ``StoreMemoryExceeded``
+    when the store passes ``store_limit_mib``."""
     store_port, amqp_port = free_port(), free_port()
     while amqp_port > 45000:  # the node's distribution port is the AMQP port + 20000
         amqp_port = free_port()
@@ -135,63 +189,81 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
         Settings.from_env({}), prefix=str(work / "data"), store_url=f"http://127.0.0.1:{store_port}",
         amqp_url=f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
         updater_max_docs_per_second=1e9)
-    timings = work / "stage_timings.jsonl"
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(code_dir),
            "AIRFLOW__CORE__DAGS_FOLDER": str(code_dir / "dags"),
-           "PRODCAT_STAGE_TIMINGS": str(timings), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
+           "PRODCAT_STAGE_TIMINGS": str(work / "stage_timings.jsonl"), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
     console = Console(False, work / "logs")
     run_id = f"e2e-{name}-{products}"
     paths = RunPaths.for_run(run_id, settings.prefix)
     figures: dict = {"label": label, "products": products, "stages": {}}
-    with running_stack(settings, work, f"prodcat-e2e-{amqp_port}", code_dir) as stack:
-        store = ProductStore.from_settings(settings)
-        console.say(f"[{label}] loading {products:,} generated products ...")
-        started = time.monotonic()
-        generator = ScaleGenerator(Taxonomy.shopify(), seed=0).products(products)
-        loaded = load_products(store, labelled(generator), recreate=True,
-                               ground_truth=str(work / "ground_truth.jsonl"))
-        store.refresh()
-        figures["stages"]["load"] = {"seconds": time.monotonic() - started,
-                                     "items": loaded["loaded"], "unit": "products",
-                                     "peak_rss_mib": round(resource.getrusage(
-                                         resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-        dag_started = time.monotonic()
-        run_dag(run_id, {"epochs": epochs}, env, console=console)
-        figures["dag_seconds"] = time.monotonic() - dag_started
-        published = storage.read_json(paths.stats_file("publish"))["published"]
-        waited = time.monotonic()
-        while True:
-            updated = applied(store, run_id)
-            if updated is not None and updated >= published:
-                break
-            console.progress(f"store: {updated:,} of {published:,} predictions applied"
-                             if updated is not None else "store: busy writing, asking again")
-            time.sleep(1)
-        finished = time.monotonic()
-        figures["total_seconds"] = finished - started
-        airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
-        tasks = task_times(env, "catalog_train", airflow_run)
-        memory = stage_memory(timings)
-        for task, seconds in tasks.items():
-            unit, stats, key = ITEMS.get(task, ("", "", ""))
-            items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
-            if task == "model.train":
-                train = storage.read_json(paths.stats_file("train"))
-                run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
-                unit, items = "training rows", train["rows_per_epoch"] * run_epochs
-                figures["train_rows_per_second"] = items / train["seconds"]
-            figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
-                                       "peak_rss_mib": memory.get(task)}
-        figures["stages"]["updates after publish"] = {
-            "seconds": finished - waited, "items": published, "unit": "documents",
-            "peak_rss_mib": rss_of(stack["updater"].pid)}
-        figures["airflow_overhead_seconds"] = figures["dag_seconds"] - sum(
-            v["seconds"] for k, v in figures["stages"].items()
-            if k not in ("load", "updates after publish"))
-        selection_started = time.monotonic()
-        run_dag("", {"batch_size": 100}, env, "catalog_label_selection", console)
-        figures["selection_seconds"] = time.monotonic() - selection_started
+    with running_stack(settings, work, f"prodcat-e2e-{amqp_port}", code_dir) as stack, \
+            MemoryWatch(stack["store"].pid, store_limit_mib) as watch:
+        try:
+            _measure(figures, stack, settings, env, console, paths, run_id, label, products,
+                     epochs, work)
+        except Exception as err:
+            if watch.exceeded is None:
+                raise
+            raise StoreMemoryExceeded(
+                f"[{label}] the store (osmem, pid {watch.pid}) grew to {watch.exceeded:,.0f} MiB, "
+                f"past the limit of {store_limit_mib:,.0f} MiB (--store-memory-limit), and was "
+                f"stopped; the run ended with {type(err).__name__}") from err
+        figures["store_peak_rss_mib"] = watch.peak_mib
     return figures
+
+
+def _measure(figures: dict, stack: dict, settings: Settings, env: dict, console: Console,
+             paths: RunPaths, run_id: str, label: str, products: int, epochs: int,
+             work: Path) -> None:
+    """``one_run``'s work on the running stack: fills ``figures``."""
+    timings = work / "stage_timings.jsonl"
+    store = ProductStore.from_settings(settings)
+    console.say(f"[{label}] loading {products:,} generated products ...")
+    started = time.monotonic()
+    generator = ScaleGenerator(Taxonomy.shopify(), seed=0).products(products)
+    loaded = load_products(store, labelled(generator), recreate=True,
+                           ground_truth=str(work / "ground_truth.jsonl"))
+    store.refresh()
+    figures["stages"]["load"] = {"seconds": time.monotonic() - started,
+                                 "items": loaded["loaded"], "unit": "products",
+                                 "peak_rss_mib": round(resource.getrusage(
+                                     resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    dag_started = time.monotonic()
+    run_dag(run_id, {"epochs": epochs}, env, console=console)
+    figures["dag_seconds"] = time.monotonic() - dag_started
+    published = storage.read_json(paths.stats_file("publish"))["published"]
+    waited = time.monotonic()
+    while True:
+        updated = applied(store, run_id)
+        if updated is not None and updated >= published:
+            break
+        console.progress(f"store: {updated:,} of {published:,} predictions applied"
+                         if updated is not None else "store: busy writing, asking again")
+        time.sleep(1)
+    finished = time.monotonic()
+    figures["total_seconds"] = finished - started
+    airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
+    tasks = task_times(env, "catalog_train", airflow_run)
+    memory = stage_memory(timings)
+    for task, seconds in tasks.items():
+        unit, stats, key = ITEMS.get(task, ("", "", ""))
+        items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
+        if task == "model.train":
+            train = storage.read_json(paths.stats_file("train"))
+            run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
+            unit, items = "training rows", train["rows_per_epoch"] * run_epochs
+            figures["train_rows_per_second"] = items / train["seconds"]
+        figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
+                                   "peak_rss_mib": memory.get(task)}
+    figures["stages"]["updates after publish"] = {
+        "seconds": finished - waited, "items": published, "unit": "documents",
+        "peak_rss_mib": rss_of(stack["updater"].pid)}
+    figures["airflow_overhead_seconds"] = figures["dag_seconds"] - sum(
+        v["seconds"] for k, v in figures["stages"].items()
+        if k not in ("load", "updates after publish"))
+    selection_started = time.monotonic()
+    run_dag("", {"batch_size": 100}, env, "catalog_label_selection", console)
+    figures["selection_seconds"] = time.monotonic() - selection_started
 
 
 def table(figures: dict, before: dict | None = None) -> str:
@@ -215,7 +287,8 @@ def table(figures: dict, before: dict | None = None) -> str:
         total += f"; before {before['total_seconds']:,.0f} s: {before['total_seconds'] / figures['total_seconds']:.2f}x faster"
     lines.append(total)
     lines.append(f"training: {figures.get('train_rows_per_second', 0):,.0f} rows/s; "
-                 f"catalog_label_selection after it: {figures['selection_seconds']:,.0f} s")
+                 f"catalog_label_selection after it: {figures['selection_seconds']:,.0f} s; "
+                 f"the store's peak: {figures.get('store_peak_rss_mib', 0):,.0f} MiB")
     return "\n".join(lines)
 
 
@@ -252,27 +325,42 @@ def main(argv=None) -> None:
     parser.add_argument("--compare-rev", help="also run this earlier git revision, first")
     parser.add_argument("--plot", help="save a stacked bar of where the time goes here (PNG)")
     parser.add_argument("--out", help="write the figures here (JSON)")
+    parser.add_argument("--store-memory-limit", type=float, default=8192, metavar="MIB",
+                        help="stop the run when the store's RSS passes this (default 8192)")
     args = parser.parse_args(argv)
     if args.products < 100:
         parser.error("--products must be at least 100")
+    if args.store_memory_limit <= 0:
+        parser.error("--store-memory-limit must be positive")
     if args.compare_rev and not is_revision(args.compare_rev):
         parser.error(f"--compare-rev {args.compare_rev!r}: no such revision")
+    try:
+        runs = _runs(args)
+    except StoreMemoryExceeded as err:
+        raise SystemExit(f"stopped: {err}") from None
+    if args.out:
+        Path(args.out).write_text(json.dumps(runs, indent=1))
+    if args.plot:
+        plot(runs, args.plot)
+        print(f"plot: {args.plot}")
+
+
+def _runs(args) -> list[dict]:
+    """Each run (the earlier revision first, if any); prints their tables."""
     runs = []
     with tempfile.TemporaryDirectory(prefix="prodcat-e2e-") as tmp:
         if args.compare_rev:
             with worktree(args.compare_rev) as old:
                 (Path(tmp) / "before").mkdir()
                 runs.append(one_run(args.products, args.epochs, old, Path(tmp) / "before",
-                                    f"before ({args.compare_rev})", "before"))
+                                    f"before ({args.compare_rev})", "before",
+                                    args.store_memory_limit))
             print(table(runs[0]), flush=True)
         (Path(tmp) / "now").mkdir()
-        runs.append(one_run(args.products, args.epochs, REPO_ROOT, Path(tmp) / "now", "now"))
+        runs.append(one_run(args.products, args.epochs, REPO_ROOT, Path(tmp) / "now", "now",
+                            args.store_memory_limit))
     print(table(runs[-1], runs[0] if len(runs) > 1 else None))
-    if args.out:
-        Path(args.out).write_text(json.dumps(runs, indent=1))
-    if args.plot:
-        plot(runs, args.plot)
-        print(f"plot: {args.plot}")
+    return runs
 
 
 if __name__ == "__main__":
