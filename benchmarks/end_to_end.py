@@ -108,8 +108,8 @@ class StoreMemoryExceeded(RuntimeError):
 
 
 class MemoryWatch:
-    """Samples a process's RSS every ``interval`` seconds in a thread of its own: its peak,
-    and SIGKILL for it when it passes ``limit_mib`` (``exceeded`` then says at how much)."""
+    """Samples a process's peak RSS (``rss_of``) every ``interval`` seconds in a thread of its
+    own, and SIGKILL for it when it passes ``limit_mib`` (``exceeded`` then says at how much)."""
 
     def __init__(self, pid: int, limit_mib: float, interval: float = 1.0):
         self.pid, self.limit_mib, self.interval = pid, limit_mib, interval
@@ -118,23 +118,14 @@ class MemoryWatch:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _rss(self) -> float | None:
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
-        return None
-
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            rss = self._rss()
-            if rss is None:
+            peak = rss_of(self.pid)
+            if peak is None:
                 return
-            self.peak_mib = max(self.peak_mib, rss)
-            if rss > self.limit_mib:
-                self.exceeded = rss
+            self.peak_mib = peak
+            if peak > self.limit_mib:
+                self.exceeded = peak
                 os.kill(self.pid, signal.SIGKILL)
                 return
 
@@ -189,9 +180,10 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
         Settings.from_env({}), prefix=str(work / "data"), store_url=f"http://127.0.0.1:{store_port}",
         amqp_url=f"amqp://guest:guest@127.0.0.1:{amqp_port}/%2F",
         updater_max_docs_per_second=1e9)
+    timings = work / "stage_timings.jsonl"
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(code_dir),
            "AIRFLOW__CORE__DAGS_FOLDER": str(code_dir / "dags"),
-           "PRODCAT_STAGE_TIMINGS": str(work / "stage_timings.jsonl"), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
+           "PRODCAT_STAGE_TIMINGS": str(timings), "PRODCAT_STAGE_LOG_DIR": str(work / "logs")}
     console = Console(False, work / "logs")
     run_id = f"e2e-{name}-{products}"
     paths = RunPaths.for_run(run_id, settings.prefix)
@@ -199,8 +191,53 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
     with running_stack(settings, work, f"prodcat-e2e-{amqp_port}", code_dir) as stack, \
             MemoryWatch(stack["store"].pid, store_limit_mib) as watch:
         try:
-            _measure(figures, stack, settings, env, console, paths, run_id, label, products,
-                     epochs, work)
+            store = ProductStore.from_settings(settings)
+            console.say(f"[{label}] loading {products:,} generated products ...")
+            started = time.monotonic()
+            generator = ScaleGenerator(Taxonomy.shopify(), seed=0).products(products)
+            loaded = load_products(store, labelled(generator), recreate=True,
+                                   ground_truth=str(work / "ground_truth.jsonl"))
+            store.refresh()
+            figures["stages"]["load"] = {"seconds": time.monotonic() - started,
+                                         "items": loaded["loaded"], "unit": "products",
+                                         "peak_rss_mib": round(resource.getrusage(
+                                             resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            dag_started = time.monotonic()
+            run_dag(run_id, {"epochs": epochs}, env, console=console)
+            figures["dag_seconds"] = time.monotonic() - dag_started
+            published = storage.read_json(paths.stats_file("publish"))["published"]
+            waited = time.monotonic()
+            while True:
+                updated = applied(store, run_id)
+                if updated is not None and updated >= published:
+                    break
+                console.progress(f"store: {updated:,} of {published:,} predictions applied"
+                                 if updated is not None else "store: busy writing, asking again")
+                time.sleep(1)
+            finished = time.monotonic()
+            figures["total_seconds"] = finished - started
+            airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
+            tasks = task_times(env, "catalog_train", airflow_run)
+            memory = stage_memory(timings)
+            for task, seconds in tasks.items():
+                unit, stats, key = ITEMS.get(task, ("", "", ""))
+                items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
+                if task == "model.train":
+                    train = storage.read_json(paths.stats_file("train"))
+                    run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
+                    unit, items = "training rows", train["rows_per_epoch"] * run_epochs
+                    figures["train_rows_per_second"] = items / train["seconds"]
+                figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
+                                           "peak_rss_mib": memory.get(task)}
+            figures["stages"]["updates after publish"] = {
+                "seconds": finished - waited, "items": published, "unit": "documents",
+                "peak_rss_mib": rss_of(stack["updater"].pid)}
+            figures["airflow_overhead_seconds"] = figures["dag_seconds"] - sum(
+                v["seconds"] for k, v in figures["stages"].items()
+                if k not in ("load", "updates after publish"))
+            selection_started = time.monotonic()
+            run_dag("", {"batch_size": 100}, env, "catalog_label_selection", console)
+            figures["selection_seconds"] = time.monotonic() - selection_started
         except Exception as err:
             if watch.exceeded is None:
                 raise
@@ -210,60 +247,6 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
                 f"stopped; the run ended with {type(err).__name__}") from err
         figures["store_peak_rss_mib"] = watch.peak_mib
     return figures
-
-
-def _measure(figures: dict, stack: dict, settings: Settings, env: dict, console: Console,
-             paths: RunPaths, run_id: str, label: str, products: int, epochs: int,
-             work: Path) -> None:
-    """``one_run``'s work on the running stack: fills ``figures``."""
-    timings = work / "stage_timings.jsonl"
-    store = ProductStore.from_settings(settings)
-    console.say(f"[{label}] loading {products:,} generated products ...")
-    started = time.monotonic()
-    generator = ScaleGenerator(Taxonomy.shopify(), seed=0).products(products)
-    loaded = load_products(store, labelled(generator), recreate=True,
-                           ground_truth=str(work / "ground_truth.jsonl"))
-    store.refresh()
-    figures["stages"]["load"] = {"seconds": time.monotonic() - started,
-                                 "items": loaded["loaded"], "unit": "products",
-                                 "peak_rss_mib": round(resource.getrusage(
-                                     resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-    dag_started = time.monotonic()
-    run_dag(run_id, {"epochs": epochs}, env, console=console)
-    figures["dag_seconds"] = time.monotonic() - dag_started
-    published = storage.read_json(paths.stats_file("publish"))["published"]
-    waited = time.monotonic()
-    while True:
-        updated = applied(store, run_id)
-        if updated is not None and updated >= published:
-            break
-        console.progress(f"store: {updated:,} of {published:,} predictions applied"
-                         if updated is not None else "store: busy writing, asking again")
-        time.sleep(1)
-    finished = time.monotonic()
-    figures["total_seconds"] = finished - started
-    airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
-    tasks = task_times(env, "catalog_train", airflow_run)
-    memory = stage_memory(timings)
-    for task, seconds in tasks.items():
-        unit, stats, key = ITEMS.get(task, ("", "", ""))
-        items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
-        if task == "model.train":
-            train = storage.read_json(paths.stats_file("train"))
-            run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
-            unit, items = "training rows", train["rows_per_epoch"] * run_epochs
-            figures["train_rows_per_second"] = items / train["seconds"]
-        figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
-                                   "peak_rss_mib": memory.get(task)}
-    figures["stages"]["updates after publish"] = {
-        "seconds": finished - waited, "items": published, "unit": "documents",
-        "peak_rss_mib": rss_of(stack["updater"].pid)}
-    figures["airflow_overhead_seconds"] = figures["dag_seconds"] - sum(
-        v["seconds"] for k, v in figures["stages"].items()
-        if k not in ("load", "updates after publish"))
-    selection_started = time.monotonic()
-    run_dag("", {"batch_size": 100}, env, "catalog_label_selection", console)
-    figures["selection_seconds"] = time.monotonic() - selection_started
 
 
 def table(figures: dict, before: dict | None = None) -> str:
