@@ -24,7 +24,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 help:
 	@echo "make demo        install, start the local stack, run catalog_train once, print a summary"
 	@echo "make test        install and run the test suite"
-	@echo "make benchmark-end-to-end N=100000 [COMPARE=REV] [PLOT=docs/end_to_end.png]"
+	@echo "make benchmark-end-to-end N=100000 [COMPARE=REV] [PLOT=docs/end_to_end.png] [ARGS=...]"
 	@echo "                 N generated products end to end, stage by stage (see benchmarks/end_to_end.py)"
 	@echo "make up          keep the local stack (store, RabbitMQ, updater) running until Ctrl-C"
 	@echo "make ui          serve the labelling and admin UI on its own on http://127.0.0.1:8090"
@@ -83,7 +83,7 @@ demo: install
 
 N ?= 100000
 benchmark-end-to-end: install
-	$(ML_PYTHON) -m benchmarks.end_to_end --products $(N) $(if $(COMPARE),--compare-rev $(COMPARE)) $(if $(PLOT),--plot $(PLOT))
+	$(ML_PYTHON) -m benchmarks.end_to_end --products $(N) $(if $(COMPARE),--compare-rev $(COMPARE)) $(if $(PLOT),--plot $(PLOT)) $(ARGS)
 
 test: install
 	$(ML_PYTHON) -m pytest tests/ml

@@ -91,29 +91,53 @@ class Console:
 
 
 def run_dag(run_id: str, conf: dict, env: dict, dag_id: str = "catalog_train",
-            console: Console | None = None) -> None:
+            console: Console | None = None, use_executor: bool = False) -> None:
     """``airflow dags test`` the DAG; its whole output goes to a log file, the console shows
-    each stage's progress and result."""
+    each stage's progress and result. With ``use_executor`` the tasks go to the executor
+    that ``env`` names (``local_stack.stack.execution_api``), which runs independent tasks
+    side by side; their output then goes to Airflow's task logs, and the console shows each
+    stage's result from the stage runner's timing lines (``PRODCAT_STAGE_TIMINGS``)."""
     console = console or Console(True, STATE_DIR / "logs" / "demo")
     command = [airflow_bin(), "dags", "test", dag_id, "--conf", json.dumps(
-        {"run_id": run_id, **conf} if run_id else conf)]
+        {"run_id": run_id, **conf} if run_id else conf)] + (["--use-executor"] if use_executor
+                                                           else [])
     console.log_dir.mkdir(parents=True, exist_ok=True)
     log_path = console.log_dir / f"{dag_id}-{dt.datetime.now():%Y%m%dT%H%M%S}.log"
     console.say(f"{dag_id}  (full log: {log_path})")
     log.info("running the %s DAG: %s", dag_id, " ".join(command))
     tail: collections.deque[str] = collections.deque(maxlen=40)
+    timings = Path(env["PRODCAT_STAGE_TIMINGS"]) if use_executor and env.get(
+        "PRODCAT_STAGE_TIMINGS") else None
+    shown = len(timings.read_text().splitlines()) if timings and timings.exists() else 0
     with open(log_path, "w", encoding="utf-8") as log_file, subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1) as process:
         for line in process.stdout:
             log_file.write(line)
             tail.append(line.rstrip("\n"))
-            console.show(line.rstrip("\n"))
+            if timings is None:
+                console.show(line.rstrip("\n"))
+            else:
+                shown = _show_finished_stages(timings, shown, console)
+    if timings is not None:
+        _show_finished_stages(timings, shown, console)
     if process.returncode != 0:
         if not console.verbose:
             console.say("\n".join(tail))
         raise RuntimeError(f"airflow dags test {dag_id} failed with exit code "
                            f"{process.returncode}; full log: {log_path}")
+
+
+def _show_finished_stages(timings: Path, shown: int, console: Console) -> int:
+    """Say each stage that finished since the first ``shown`` timing lines (whole lines
+    only: a stage may be writing its own); the new count."""
+    lines = timings.read_text().split("\n")[:-1] if timings.exists() else []
+    for line in lines[shown:]:
+        row = json.loads(line)
+        role = " (baseline)" if "baseline" in row["args"] else ""
+        peak = f", peak {row['peak_rss_mib']:,.0f} MiB" if row.get("peak_rss_mib") else ""
+        console.say(f"  {row['stage']}{role}: done in {row['seconds']:,.1f} s{peak}")
+    return max(len(lines), shown)
 
 
 def wait_for_updates(store: ProductStore, run_id: str, expected: int, timeout: float,

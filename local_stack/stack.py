@@ -1,4 +1,5 @@
-"""The whole local stack as one context manager: store, broker node and updater."""
+"""The whole local stack as one context manager: store, broker node and updater; and
+Airflow's execution API, for DAG runs whose tasks run side by side."""
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +9,11 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from local_stack.services import RabbitNode, ServiceError, start_store
+from local_stack.services import RabbitNode, ServiceError, free_port, start_store
 from shared_config.settings import Settings, mask_url
 
 log = logging.getLogger("prodcat.local_stack")
@@ -67,3 +69,45 @@ def running_stack(settings: Settings, state_dir: Path = STATE_DIR, rabbit_name: 
             stop_process(updater)
         node.stop()
         store.close()
+
+
+# Each LocalExecutor worker runs one task at a time: two are enough for this DAG's widest
+# point (the model beside the baseline task) on a machine of a few cores, and each idle
+# worker is a process of its own.
+EXECUTOR_WORKERS = 2
+
+
+@contextlib.contextmanager
+def execution_api(env: dict, airflow: str, log_path: Path, timeout: float = 120):
+    """Airflow's execution API (``airflow api-server --apps execution``) on a free loopback
+    port, for a DAG run whose tasks the LocalExecutor runs side by side (their workers
+    report to it); yields the environment that points Airflow there. Stopped on exit."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/execution/"
+    env = {**env, "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": url,
+           "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+           "AIRFLOW__CORE__PARALLELISM": str(EXECUTOR_WORKERS)}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as handle:
+        server = subprocess.Popen([airflow, "api-server", "--apps", "execution", "--host",
+                                   "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                  env=env, stdout=handle, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise ServiceError(f"Airflow's API server exited at start; see {log_path}")
+            try:
+                with urllib.request.urlopen(url + "health", timeout=5) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServiceError(f"Airflow's API server did not answer on {url} within "
+                                   f"{timeout:.0f} s; see {log_path}")
+            time.sleep(0.5)
+        log.info("Airflow execution API at %s", url)
+        yield env
+    finally:
+        stop_process(server)

@@ -14,6 +14,10 @@ from collections.abc import Iterable, Iterator
 from shared_config.settings import Settings
 
 log = logging.getLogger(__name__)
+# Products a page when reading the whole index: the most a search may return by default
+# (Elasticsearch's index.max_result_window). Each page costs the store a sorted pass over
+# its index: on osmem at 100,000 products, pages of 1,000 took 46.7 s, of 10,000 7.6 s.
+PAGE_SIZE = 10_000
 
 PRODUCT_MAPPINGS = {
     "dynamic": True,
@@ -334,7 +338,7 @@ class ProductStore:
         outcome.update({product_id: TRANSIENT for product_id in todo})
         return outcome
 
-    def iter_products(self, page_size: int = 1000, keep_alive: str = "5m") -> Iterator[dict]:
+    def iter_products(self, page_size: int = PAGE_SIZE, keep_alive: str = "5m") -> Iterator[dict]:
         """Every product once, in pages, over a point in time with ``search_after``."""
         pit_id = self.backend.open_pit(self.index, keep_alive)
         try:

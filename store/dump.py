@@ -3,7 +3,7 @@
 Pages through a point in time with ``search_after`` and streams each page to the
 current shard, so memory stays flat however large the catalogue is.
 
-``python -m store.dump --run-id R [--page-size 1000] [--shard-size 100000]``
+``python -m store.dump --run-id R [--page-size 10000] [--shard-size 100000]``
 """
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ from shared_config import features, storage
 from shared_config.cli import Progress, finish_stage, run_paths, setup_logging
 from shared_config.paths import SPLITS, RunPaths
 from shared_config.splits import split_of
-from store.client import ProductStore
+from store.client import PAGE_SIZE, ProductStore
 
 log = logging.getLogger("prodcat.dump")
 
 
-def dump_products(store: ProductStore, paths: RunPaths, page_size: int = 1000,
+def dump_products(store: ProductStore, paths: RunPaths, page_size: int = PAGE_SIZE,
                   shard_size: int = 100_000) -> dict:
     if page_size < 1:
         raise ValueError("the page size must be positive")
@@ -49,7 +49,8 @@ def main(argv=None) -> None:
     setup_logging()
     parser = argparse.ArgumentParser(prog="python -m store.dump", description=__doc__)
     parser.add_argument("--run-id", required=True)
-    parser.add_argument("--page-size", type=int, default=1000)
+    parser.add_argument("--page-size", type=int, default=PAGE_SIZE,
+                        help=f"products a search request (default {PAGE_SIZE:,})")
     parser.add_argument("--shard-size", type=int, default=100_000)
     args = parser.parse_args(argv)
     paths = run_paths(parser, args.run_id)

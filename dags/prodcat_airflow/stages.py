@@ -7,7 +7,7 @@ Beam included) goes to a log file of its own, whose path the task log names; the
 task log itself shows the stage's progress lines, prodcat's warnings and errors,
 and one line with its result (``PRODCAT_VERBOSE=1`` shows everything there too).
 Its ``PRODCAT_RESULT`` line becomes the task's return value (XCom); with
-``PRODCAT_STAGE_TIMINGS`` set, each stage's wall time and peak memory are appended
+``PRODCAT_STAGE_TIMINGS`` set, each stage's wall time, CPU time and peak memory are appended
 to that file as a JSON line (the end-to-end benchmark reads it).
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shlex
 import subprocess
 import time
@@ -70,6 +71,13 @@ def summary_line(name: str, seconds: float, result: dict) -> str:
     return f"{name}: done in {seconds:,.1f} s{peak}; " + ", ".join(shown)
 
 
+def _children_cpu_seconds() -> float:
+    """User and system CPU time of this process's finished children (a stage's, once waited
+    for: the difference around one stage is its own while stages run one at a time here)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_stage(module: str, *args: str) -> dict:
     command = stage_command(module, *args)
     verbose = os.environ.get("PRODCAT_VERBOSE", "") not in ("", "0")
@@ -80,7 +88,7 @@ def run_stage(module: str, *args: str) -> dict:
         p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     tail: collections.deque[str] = collections.deque(maxlen=30)
     output: list[str] = []
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), _children_cpu_seconds()
     with open(log_path, "w", encoding="utf-8") as log_file, subprocess.Popen(
             command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1) as process:
@@ -95,6 +103,7 @@ def run_stage(module: str, *args: str) -> dict:
             elif line.startswith(PROGRESS_MARKER):
                 log.info("%s%s", PROGRESS_MARKER, line[len(PROGRESS_MARKER):])
     seconds = time.monotonic() - started
+    cpu_seconds = _children_cpu_seconds() - cpu_before
     if process.returncode != 0:
         raise StageFailed(f"{module} exited with code {process.returncode} (full output: "
                           f"{log_path}); last lines:\n" + "\n".join(tail))
@@ -105,6 +114,7 @@ def run_stage(module: str, *args: str) -> dict:
         with open(timings, "a", encoding="utf-8") as out:
             out.write(json.dumps({"stage": name, "args": list(args), "seconds": round(seconds, 2),
                                   "peak_rss_mib": result.get("peak_rss_mib"),
+                                  "cpu_seconds": round(cpu_seconds, 2),
                                   "finished_at": time.time(), "result": result},
                                  default=str) + "\n")
     return result

@@ -90,3 +90,23 @@ def test_verbose_shows_every_line(monkeypatch, tmp_path, caplog):
     with caplog.at_level("INFO", logger=stages.log.name):
         stages.run_stage("chatty")
     assert any("chatter" in record.getMessage() for record in caplog.records)
+
+
+def test_the_timing_line_holds_the_stage_s_cpu_time(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRODCAT_ML_PYTHON", sys.executable)
+    monkeypatch.setenv("PRODCAT_STAGE_LOG_DIR", str(tmp_path / "logs"))
+    monkeypatch.setenv("PRODCAT_STAGE_TIMINGS", str(tmp_path / "timings.jsonl"))
+    (tmp_path / "busy_stage.py").write_text(
+        "import time\n"
+        "end = time.process_time() + 0.6\n"
+        "while time.process_time() < end: pass\n"
+        "print('PRODCAT_RESULT {\"done\": 1}')\n")
+    (tmp_path / "idle_stage.py").write_text(
+        "import time\ntime.sleep(0.6)\nprint('PRODCAT_RESULT {\"done\": 1}')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    stages.run_stage("busy_stage", "--run-id", "r1")
+    stages.run_stage("idle_stage", "--run-id", "r1")
+    busy, idle = (json.loads(line) for line in
+                  (tmp_path / "timings.jsonl").read_text().splitlines())
+    assert busy["cpu_seconds"] >= 0.6
+    assert idle["cpu_seconds"] < 0.5 and idle["seconds"] >= 0.6

@@ -1,4 +1,5 @@
-"""The catalog_train DAG run through Airflow against the real store and a real RabbitMQ node."""
+"""The catalog_train DAG run through Airflow against the real store and a real RabbitMQ node,
+its tasks sent to the LocalExecutor (the model and the baseline task side by side)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +9,9 @@ import time
 
 import pytest
 
+from benchmarks.end_to_end import task_times
 from local_stack.demo import airflow_bin, wait_for_updates
-from local_stack.stack import REPO_ROOT, start_updater, stop_process
+from local_stack.stack import REPO_ROOT, execution_api, start_updater, stop_process
 from shared_config import storage
 from shared_config.paths import RunPaths
 from store import demo_catalog
@@ -39,11 +41,12 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
     load_products(store, demo_catalog.generate(PRODUCTS, seed=11, exclusive_fraction=0.3), recreate=True)
     updater = start_updater(airflow_env, tmp_path / "updater.log")
     try:
-        started = time.monotonic()
-        completed = subprocess.run(
-            [airflow_bin(), "dags", "test", "catalog_train", "--conf",
-             json.dumps({"run_id": "e2e-run", "epochs": 2})],
-            cwd=REPO_ROOT, env=airflow_env, capture_output=True, text=True)
+        with execution_api(airflow_env, airflow_bin(), tmp_path / "api-server.log") as env:
+            started = time.monotonic()
+            completed = subprocess.run(
+                [airflow_bin(), "dags", "test", "catalog_train", "--use-executor", "--conf",
+                 json.dumps({"run_id": "e2e-run", "epochs": 2})],
+                cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
         assert completed.returncode == 0, completed.stdout[-5000:] + completed.stderr[-5000:]
         updated = wait_for_updates(store, "e2e-run", PRODUCTS, timeout=120)
     finally:
@@ -71,6 +74,10 @@ def test_catalog_train_dag_updates_every_product_in_the_store(broker_settings, a
         "macro_f1"]
     manifest = storage.read_json(paths.manifest)
     assert manifest["params"]["epochs"] == 2 and manifest["airflow_run_id"]
+    # the executor ran the model's training and the baseline task at the same time
+    tasks = task_times(airflow_env, "catalog_train", manifest["airflow_run_id"])
+    model, baseline = tasks["model.train"], tasks["train_and_evaluate_baseline"]
+    assert max(model[0], baseline[0]) < min(model[1], baseline[1]), tasks
     assert storage.glob(paths.tfrecord_files("exclusive", "train"))
     assert storage.exists(paths.checkpoints(stats["train"]["hparams_id"]) + "model.keras")
 
