@@ -400,7 +400,8 @@ def main(argv=None) -> None:
                         help="run the DAG's tasks one after another (airflow dags test without "
                              "an executor) instead of side by side where the DAG allows")
     parser.add_argument("--compare-sequential", action="store_true",
-                        help="first run the same code with --sequential, then side by side")
+                        help="first run with --sequential (this checkout, or --compare-rev's), "
+                             "then side by side")
     parser.add_argument("--plot", help="save a stacked bar of where the time goes here (PNG)")
     parser.add_argument("--out", help="write the figures here (JSON)")
     parser.add_argument("--store-memory-limit", type=float, default=8192, metavar="MIB",
@@ -412,9 +413,8 @@ def main(argv=None) -> None:
         parser.error("--store-memory-limit must be positive")
     if args.compare_rev and not is_revision(args.compare_rev):
         parser.error(f"--compare-rev {args.compare_rev!r}: no such revision")
-    if args.compare_sequential and (args.compare_rev or args.sequential):
-        parser.error("--compare-sequential compares this checkout with itself: leave out "
-                     "--compare-rev and --sequential")
+    if args.compare_sequential and args.sequential:
+        parser.error("--compare-sequential runs one of the two with --sequential: leave that out")
     try:
         runs = _runs(args)
     except StoreMemoryExceeded as err:
@@ -437,7 +437,8 @@ def _runs(args) -> list[dict]:
                 (Path(tmp) / "before").mkdir()
                 runs.append(one_run(args.products, args.epochs, old, Path(tmp) / "before",
                                     f"before ({args.compare_rev})", "before",
-                                    args.store_memory_limit, side_by_side))
+                                    args.store_memory_limit,
+                                    side_by_side and not args.compare_sequential))
         elif args.compare_sequential:
             (Path(tmp) / "before").mkdir()
             runs.append(one_run(args.products, args.epochs, REPO_ROOT, Path(tmp) / "before",
