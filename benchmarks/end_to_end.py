@@ -107,9 +107,16 @@ class UpdateWatch(threading.Thread):
         self.published: int | None = None
         self.updated: int | None = None
         self.done_at: float | None = None
+        self.error: Exception | None = None
         self._stopped = threading.Event()
 
     def run(self) -> None:
+        try:
+            self._watch()
+        except Exception as err:  # noqa: BLE001 (handed to the caller, who raises it)
+            self.error = err
+
+    def _watch(self) -> None:
         while not self._stopped.is_set():
             if self.published is None and storage.exists(self.publish_stats):
                 self.published = storage.read_json(self.publish_stats)["published"]
@@ -270,6 +277,8 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
                     updates.join(1)
             finally:
                 updates.stop()
+            if updates.error is not None:
+                raise updates.error
             published, wall_finished = updates.published, updates.done_at
             # the run ends with the later of the DAG's end and the last prediction applied
             finished = max(dag_finished, time.monotonic() - (time.time() - wall_finished))

@@ -84,3 +84,22 @@ def test_the_update_watch_waits_for_the_publishing_then_for_every_prediction(set
     finally:
         watch.stop()
     assert not watch.is_alive() and watch.updated == 6 and watch.done_at >= before
+
+
+def test_the_update_watch_hands_over_the_store_s_error(settings, tmp_path):
+    """A store that stops answering ends the watch with the error kept for the caller."""
+    import dataclasses
+
+    from benchmarks.end_to_end import UpdateWatch
+    from local_stack.services import free_port
+    from shared_config import storage
+    from store.client import ProductStore
+
+    gone = dataclasses.replace(settings, store_url=f"http://127.0.0.1:{free_port()}")
+    stats = str(tmp_path / "publish.json")
+    storage.write_json(stats, {"published": 3})
+    watch = UpdateWatch(ProductStore.from_settings(gone), "r", stats, interval=0.05)
+    watch.start()
+    watch.join(120)
+    assert not watch.is_alive() and watch.done_at is None
+    assert watch.error is not None and "onnect" in str(watch.error)
