@@ -36,10 +36,11 @@ RUN_MAPPINGS = {
             "exclusive_accuracy", "exclusive_macro_f1", "rule_based_micro_f1",
             "rule_based_macro_f1", "baseline_exclusive_accuracy", "baseline_exclusive_macro_f1",
             "peer_exclusive_accuracy", "peer_exclusive_macro_f1")}},
-        "per_class": {"properties": {
-            "model": {"type": "keyword"}, "objective": {"type": "keyword"},
-            "category": {"type": "keyword"}, "precision": {"type": "float"},
-            "recall": {"type": "float"}, "f1": {"type": "float"}, "support": {"type": "long"}}},
+        # kept, not indexed (the UIs read it whole): a run over the generated catalogue has
+        # some 14,000 rows (every rule category, model and baseline), and osmem, given them
+        # as indexed fields, then died on later writes to the products index in 2 of 6 probes
+        # (a 59 GB allocation) where it never did with them left unindexed (0 of 8)
+        "per_class": {"type": "object", "enabled": False},
         "selection": {"properties": {
             "strategy": {"type": "keyword"}, "queued": {"type": "long"},
             "pool_mean_uncertainty": {"type": "float"},

@@ -141,7 +141,8 @@ def test_run_statistics_go_to_their_own_index(settings):
         "rule_based_macro_f1": 0.6, "baseline_exclusive_accuracy": 0.3,
         "baseline_exclusive_macro_f1": 0.2}
     assert document["model"] == "ssl_gan-1" and document["baseline_model"] == "dnn-1"
-    assert runs.count({"term": {"per_class.category": "Dresses > Dresses"}}) == 1
+    assert {(row["model"], row["category"]) for row in document["per_class"]} == {
+        ("model", "Dresses > Dresses"), ("baseline", "Dresses > Dresses")}
     index_run(paths, settings)  # again: replaced, not added
     runs.refresh()
     assert runs.count({"term": {"run_id": "stats-run"}}) == 1
