@@ -268,8 +268,8 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
             try:
                 run_dag(run_id, {"epochs": epochs}, env, console=console,
                         use_executor=side_by_side)
-                dag_finished = time.monotonic()
-                figures["dag_seconds"] = dag_finished - dag_started
+                figures["dag_seconds"] = time.monotonic() - dag_started
+                dag_finished = time.time()
                 while updates.is_alive():
                     console.progress(f"store: {updates.updated:,} of {updates.published:,} "
                                      "predictions applied" if updates.updated is not None
@@ -281,8 +281,7 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
                 raise updates.error
             published, wall_finished = updates.published, updates.done_at
             # the run ends with the later of the DAG's end and the last prediction applied
-            finished = max(dag_finished, time.monotonic() - (time.time() - wall_finished))
-            figures["total_seconds"] = finished - started
+            figures["total_seconds"] = max(dag_finished, wall_finished) - wall_start
             airflow_run = storage.read_json(paths.manifest)["airflow_run_id"]
             tasks = task_times(env, "catalog_train", airflow_run)
             usage = stage_usage(timings)
@@ -381,7 +380,7 @@ def plot(runs: list[dict], target: str,
     names = list(dict.fromkeys(name for run in spans for name, _, _ in run))
     fig, ax = plt.subplots(figsize=(9, 1.6 + 0.9 * len(runs)))
     colours = plt.get_cmap("tab20").colors
-    labelled = set()
+    in_legend = set()
     for row, run in enumerate(spans):
         reach = 0.0
         for name, start, seconds in sorted(run, key=lambda span: span[1]):
@@ -390,8 +389,8 @@ def plot(runs: list[dict], target: str,
                     height=0.4 if beside else 0.8,
                     color=colours[names.index(name) % len(colours)]
                     if name != "Airflow scheduling and start-up" else "lightgrey",
-                    label=None if name in labelled else name)
-            labelled.add(name)
+                    label=None if name in in_legend else name)
+            in_legend.add(name)
             reach = max(reach, start + seconds)
     ax.set_yticks(range(len(runs)), [f"{r['label']}\n{r['products']:,} products" for r in runs])
     ax.set_xlabel(xlabel)
