@@ -52,6 +52,7 @@ VARIANTS = {
     "no weak targets (rule_to_exclusive_weight 0)": {"rule_to_exclusive_weight": 0.0},
     "weak targets taken as the truth (no confusion)": {"rule_confusion": False},
     "weak targets at half weight": {"rule_to_exclusive_weight": 0.5},
+    "weak targets at double weight": {"rule_to_exclusive_weight": 2.0},
     "logit-adjusted exclusive loss": {"exclusive_loss": "logit_adjusted"},
     "class-balanced exclusive loss": {"exclusive_loss": "balanced"},
     "wide (linear) path": {"wide": True},
@@ -60,6 +61,11 @@ VARIANTS = {
     "encoder pretrained (denoising autoencoder, 3 epochs)": {"encoder_pretrain_epochs": 3},
     "labelled rows' weak targets move their logits": {"confusion_from_labels": False},
     "weight averaging (moving average, 0.99)": {"weight_averaging": 0.99},
+    "consistency 1.0 (words dropped 0.3)": {"consistency_weight": 1.0},
+    "consistency 3.0 (words dropped 0.3)": {"consistency_weight": 3.0},
+    "consistency 1.0 (words dropped 0.5, sharpened 0.4, sure 0.3)": {
+        "consistency_weight": 1.0, "consistency_drop": 0.5, "consistency_temperature": 0.4,
+        "consistency_threshold": 0.3},
 }
 
 

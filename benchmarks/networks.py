@@ -24,7 +24,8 @@ import tensorflow as tf
 from benchmarks.label_data import DataSet
 from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
-from trainer.ssl_gan import build_ssl_gan, rule_class_matrix
+from trainer.rule_classes import RuleClassMap
+from trainer.ssl_gan import build_ssl_gan
 from trainer.training import BestOnValidation
 
 BATCH = 128
@@ -89,7 +90,7 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
                   callbacks=[best], verbose=0)
     else:
         model = build_ssl_gan(hparams, specs, classes,
-                              rule_class_map=rule_class_matrix(data.rule_categories, data.classes)
+                              rule_class_map=RuleClassMap.build(data.rule_categories, data.classes)
                               if use_rules else None)
         everything = _rows(x_train, y, labelled, rules)
         only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],

@@ -21,16 +21,28 @@ def is_within(category: str, ancestor: str) -> bool:
 
 
 def rule_to_class_map(rule_categories: list[str], classes: list[str]) -> list[list[int]]:
-    """For each rule category, the exclusive classes it names: the class it is, or the
-    class it lies below. A rule category above the classes (``"Tops"``, when the
-    classes are ``"Tops > Knits"`` ...) names none: it does not say which one."""
-    return [[c for c, name in enumerate(classes) if is_within(rule, name)]
-            for rule in rule_categories]
+    """For each rule category, the exclusive classes it names on its own: the class it is or
+    lies below; above the classes (``"Tops"``, when the classes are ``"Tops > Knits"`` ...),
+    every class below it, one of which the product is; elsewhere none."""
+    named = []
+    for rule in rule_categories:
+        own = [c for c, name in enumerate(classes) if is_within(rule, name)]
+        named.append(own or [c for c, name in enumerate(classes) if is_within(name, rule)])
+    return named
+
+
+def most_specific(labels: list[str]) -> list[str]:
+    """The labels with no other of them below them (``["Tops", "Tops > Knits"]`` ->
+    ``["Tops > Knits"]``): the rule labeller adds every label's ancestors, which say less."""
+    return [label for label in labels
+            if not any(other != label and is_within(other, label) for other in labels)]
 
 
 def candidate_classes(rule_labels: list[str], classes: list[str]) -> list[int]:
-    """The exclusive classes a product's rule labels name, sorted, no duplicates."""
-    return sorted({c for found in rule_to_class_map(rule_labels, classes) for c in found})
+    """The exclusive classes a product's rule labels name: what each of its most specific
+    labels names (``rule_to_class_map``), sorted, no duplicates."""
+    return sorted({c for found in rule_to_class_map(most_specific(rule_labels), classes)
+                   for c in found})
 
 
 def pseudo_label(rule_labels: list[str], classes: list[str]) -> int:

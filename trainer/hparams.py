@@ -68,6 +68,15 @@ class HParams:
     # categories) 2,048 saved about a tenth of a training step and halved the rule-based
     # head's validation macro-F1 (0.054 -> 0.029)
     rule_sampled_categories: int = 0
+    # consistency training (UDA, Xie et al. 2020): on every real row, the exclusive prediction
+    # for a copy with a share of its words dropped (``consistency_drop`` of each vector
+    # input's non-zero entries) is pulled towards the prediction for the row itself, held
+    # fixed and sharpened by ``consistency_temperature``; rows whose own prediction is less
+    # sure than ``consistency_threshold`` are left out (0: off)
+    consistency_weight: float = 0.0
+    consistency_drop: float = 0.3
+    consistency_temperature: float = 1.0
+    consistency_threshold: float = 0.0
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -91,6 +100,10 @@ class HParams:
                self.encoder_pretrain_epochs, self.rule_sampled_categories) < 0:
             raise ValueError("rule_to_exclusive_weight, early_stopping_patience, "
                              "encoder_pretrain_epochs and rule_sampled_categories must be >= 0")
+        if self.consistency_weight < 0 or not 0 < self.consistency_drop < 1 or \
+                self.consistency_temperature <= 0 or not 0 <= self.consistency_threshold < 1:
+            raise ValueError("consistency_weight must be >= 0, consistency_drop in (0, 1), "
+                             "consistency_temperature > 0 and consistency_threshold in [0, 1)")
         if not 0 <= self.weight_averaging < 1:
             raise ValueError("weight_averaging (a moving average's momentum) must be in [0, 1)")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:

@@ -22,13 +22,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import keras
-import numpy as np
 from keras import ops
 
-from shared_config.categories import rule_to_class_map
 from trainer.hparams import HParams
 from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers
 from trainer.optimizers import LazyAdam
+from trainer.rule_classes import RuleClassMap
 
 if TYPE_CHECKING:  # the model and its losses import no TensorFlow: they run on Keras' JAX backend
     from trainer.accelerators import Accelerator
@@ -55,15 +54,6 @@ def real_logit(outputs: dict, hparams: HParams):
     return ops.logsumexp(outputs["exclusive"], axis=-1)
 
 
-def rule_class_matrix(rule_categories: list[str], classes: list[str]) -> np.ndarray:
-    """[rule categories, exclusive classes] 0/1: which classes each rule category names
-    (``shared_config.categories.rule_to_class_map``), the ``rule_class_map`` of the model."""
-    matrix = np.zeros((len(rule_categories), len(classes)), "float32")
-    for row, found in enumerate(rule_to_class_map(rule_categories, classes)):
-        matrix[row, found] = 1
-    return matrix
-
-
 def candidate_mass_loss(logits, candidates):
     """-log p(the true class is one of ``candidates``): a partial-label likelihood.
 
@@ -73,6 +63,39 @@ def candidate_mass_loss(logits, candidates):
     masked = ops.where(candidates > 0, logits, ops.full_like(logits, -1e9))
     return ops.where(ops.sum(candidates, axis=-1) > 0,
                      ops.logsumexp(logits, axis=-1) - ops.logsumexp(masked, axis=-1), 0.0)
+
+
+def token_dropout(value, rate: float, seed):
+    """A copy of a vector input with each of its words (non-zero entries) zeroed with
+    probability ``rate``: a dense tensor, or a sparse one (TensorFlow's ``SparseTensor``,
+    JAX's ``BCOO``) whose stored values are masked, so that it stays sparse."""
+    stored = getattr(value, "values", None)
+    if stored is None:
+        stored = getattr(value, "data", None)
+    if stored is None:  # dense
+        return value * ops.cast(keras.random.uniform(ops.shape(value), seed=seed) >= rate,
+                                value.dtype)
+    keep = ops.cast(keras.random.uniform(ops.shape(stored), seed=seed) >= rate, stored.dtype)
+    if hasattr(value, "dense_shape"):
+        import tensorflow as tf
+
+        return tf.SparseTensor(value.indices, stored * keep, value.dense_shape)
+    from jax.experimental import sparse
+
+    return sparse.BCOO((stored * keep, value.indices), shape=value.shape)
+
+
+def consistency_loss(clean_logits, noisy_logits, temperature: float = 1.0,
+                     threshold: float = 0.0):
+    """UDA's consistency term (Xie et al. 2020, eq. 3 with its sharpening and confidence
+    mask): KL(sharpened p(y | x), held fixed || p(y | noised x)), averaged over the rows
+    whose own prediction's top probability reaches ``threshold``."""
+    target = ops.stop_gradient(ops.softmax(clean_logits / temperature, axis=-1))
+    sure = ops.cast(ops.max(ops.stop_gradient(ops.softmax(clean_logits, axis=-1)), axis=-1)
+                    >= threshold, "float32")
+    kl = ops.sum(target * (ops.log(target + 1e-8) - ops.log_softmax(noisy_logits, axis=-1)),
+                 axis=-1)
+    return _masked_mean(kl, sure)
 
 
 def sample_rule_categories(targets, size: int, seed):
@@ -114,17 +137,16 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     """The discriminator's loss terms (backend-neutral ``keras.ops``); ``real_for_gan``:
     the real rows' outputs for the real/fake term, if they differ from ``real``;
     ``log_prior``: log class prior added to the exclusive logits in the losses
-    (logit adjustment); ``rule_class_map``: [rule categories, classes] 0/1, which
-    exclusive classes each rule category names (weak targets); ``confusion``: [true
+    (logit adjustment); ``rule_class_map``: a ``RuleClassMap`` (or a [rule categories,
+    classes] 0/1 matrix), which exclusive classes rule labels name (weak targets); ``confusion``: [true
     class, class the rules name] row-stochastic: how the rules err, learnt;
     ``rule_sample``: ``(columns, column_weights)`` when the rule-based logits of ``real``
     and ``fake`` are those of a sample of the categories (``sample_rule_categories``)."""
     real_for_gan = real if real_for_gan is None else real_for_gan
-    rule_targets, class_map, column_weights = targets.get("rule_based"), rule_class_map, None
+    rule_targets, columns, column_weights = targets.get("rule_based"), None, None
     if rule_sample is not None:  # the sampled categories' columns (every one a row has)
         columns, column_weights = rule_sample
         rule_targets = ops.take(rule_targets, columns, axis=1)
-        class_map = None if class_map is None else ops.take(class_map, columns, axis=0)
     terms = {"real_fake": hparams.real_fake_weight * (
         ops.mean(ops.softplus(-real_logit(real_for_gan, hparams)))
         + ops.mean(ops.softplus(real_logit(fake, hparams))))}
@@ -143,7 +165,7 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     if "rule_based" in targets and rule_class_map is not None \
             and hparams.rule_to_exclusive_weight > 0:
         # a product's rule categories name candidate classes; human labels win where both exist
-        candidates = ops.cast(ops.matmul(rule_targets, class_map) > 0, "float32")
+        candidates = RuleClassMap.of(rule_class_map).candidates(rule_targets, columns)
         has_candidates = ops.cast(ops.sum(candidates, axis=-1) > 0, "float32")
         if confusion is None:
             weak = candidate_mass_loss(logits, candidates)
@@ -196,8 +218,7 @@ class SSLGAN(keras.Model):
         self.rule_head = rule_head
         self.wide = wide  # optional linear logits from the sparse inputs, added for real rows
         self.hparams = hparams
-        self.rule_class_map = None if rule_class_map is None else ops.convert_to_tensor(
-            rule_class_map, "float32")
+        self.rule_class_map = None if rule_class_map is None else RuleClassMap.of(rule_class_map)
         self.seed_generator = keras.random.SeedGenerator(hparams.seed)
         classes = discriminator.output["exclusive"].shape[-1]
         # how the rules err: logits of p(rules name c | true class k), near the identity at first
@@ -210,7 +231,8 @@ class SSLGAN(keras.Model):
             initializer="ones", trainable=False)
         self.built = True  # its parts are built functional models: it can be saved before a call
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
-            "d_loss", "g_loss", "exclusive", "rule_based", "real_fake", "rule_to_exclusive")}
+            "d_loss", "g_loss", "exclusive", "rule_based", "real_fake", "rule_to_exclusive",
+            "consistency")}
 
     @property
     def metrics(self):
@@ -277,6 +299,13 @@ class SSLGAN(keras.Model):
         classes = ops.cast(ops.shape(self.class_prior)[0], "float32")
         return ops.log(0.5 * self.class_prior / ops.sum(self.class_prior) + 0.5 / classes)
 
+    def _token_dropout(self, inputs: dict) -> dict:
+        """``inputs`` with words dropped from each vector input (text), the rest as they are."""
+        vectors = {name for name, spec in self.encoder.input.items()
+                   if len(spec.shape) == 2 and spec.shape[-1] > 1}
+        return {name: token_dropout(value, self.hparams.consistency_drop, self.seed_generator)
+                if name in vectors else value for name, value in inputs.items()}
+
     def _d_variables(self) -> list:
         """What the discriminator's loss trains: encoder, discriminator, the rule-based head,
         the wide path, and the rules' confusion when it is learnt."""
@@ -311,6 +340,14 @@ class SSLGAN(keras.Model):
         terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
                                      log_prior, self.rule_class_map, self._confusion(),
                                      rule_sample)
+        # Consistency: the same real rows with words dropped should get the same classes.
+        if self.hparams.consistency_weight > 0:
+            noised = self._token_dropout(inputs)
+            noisy = self._with_wide(self.discriminator(self.encoder(noised, training=True),
+                                                       training=True), noised, training=True)
+            terms["consistency"] = self.hparams.consistency_weight * consistency_loss(
+                real["exclusive"], ops.cast(noisy["exclusive"], "float32"),
+                self.hparams.consistency_temperature, self.hparams.consistency_threshold)
         return sum(terms.values()), generator_loss(real, fake, self.hparams), terms
 
     def train_step(self, data):
@@ -450,7 +487,7 @@ class SSLGAN(keras.Model):
 def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, int],
                   accelerator: Accelerator | None = None, rule_class_map=None) -> SSLGAN:
     """Build and compile; ``accelerator`` (precision, XLA) defaults to float32 without XLA;
-    ``rule_class_map`` ([rule categories, classes] 0/1) enables the weak exclusive targets."""
+    ``rule_class_map`` (``RuleClassMap``) enables the weak exclusive targets."""
     width = hparams.hidden_units[0]
     inputs, deep, sparse_inputs = input_towers(specs)
     wide = None

@@ -21,7 +21,8 @@ from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import build_model, model_inputs
-from trainer.ssl_gan import SSLGAN, build_ssl_gan, rule_class_matrix
+from trainer.rule_classes import RuleClassMap
+from trainer.ssl_gan import SSLGAN, build_ssl_gan
 
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
@@ -41,7 +42,7 @@ def build(hparams: HParams, vocabs: data.Vocabularies, accelerator: Accelerator 
     specs = model_inputs(vocabs)
     classes = {objective: len(vocabs.labels(objective)) for objective in OBJECTIVES}
     if hparams.model_type == "ssl_gan":
-        return build_ssl_gan(hparams, specs, classes, accelerator, rule_class_matrix(
+        return build_ssl_gan(hparams, specs, classes, accelerator, RuleClassMap.build(
             vocabs.labels("rule_based"), vocabs.labels("exclusive")))
     return build_model(hparams, specs, classes, accelerator)
 

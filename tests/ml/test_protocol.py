@@ -62,7 +62,10 @@ def test_a_group_id_that_is_not_an_id_goes_to_the_quarantine(tmp_path):
 def test_rule_categories_name_exclusive_classes_through_the_tree():
     classes = ["Bottoms > Jeans", "Tops > Knits", "Tops > Blouses"]
     assert categories.candidate_classes(["Tops", "Tops > Knits"], classes) == [1]
-    assert categories.candidate_classes(["Tops"], classes) == []  # above the classes: no name
+    assert categories.candidate_classes(["Tops"], classes) == [1, 2]  # above: every one below
+    # the most specific labels name: a parent with a label below it says nothing more
+    assert categories.candidate_classes(["Bottoms", "Tops", "Tops > Knits"], classes) == [0, 1]
+    assert categories.candidate_classes(["Shoes"], classes) == []  # elsewhere in the tree
     assert categories.candidate_classes(["Tops > Knits > Tees"], classes) == [1]  # below one
     assert categories.pseudo_label(["Tops > Knits", "Bottoms > Jeans"], classes) == -1
     assert categories.pseudo_label(["Bottoms", "Bottoms > Jeans"], classes) == 0

@@ -19,9 +19,11 @@ from trainer.model import ModelInput, build_model
 from trainer.ssl_gan import (
     build_ssl_gan,
     candidate_mass_loss,
+    consistency_loss,
     discriminator_losses,
     generator_loss,
     sample_rule_categories,
+    token_dropout,
 )
 
 HP = HParams(hidden_units=(32,), epochs=1, batch_size=32, input_noise=0.0, dropout=0.0,
@@ -399,9 +401,13 @@ sys.meta_path.insert(0, NoTensorFlow())
 import jax, keras, numpy as np
 from trainer.hparams import HParams
 from trainer.model import ModelInput
-from trainer.ssl_gan import build_ssl_gan
+from jax.experimental import sparse
+from trainer.ssl_gan import build_ssl_gan, token_dropout
 
 assert keras.backend.backend() == "jax"
+words = sparse.BCOO.fromdense(np.array([[0, 0.5, 0, 0.2], [0.7, 0, 0, 0]], "float32"))
+dropped = token_dropout(words, 0.5, keras.random.SeedGenerator(0))
+assert isinstance(dropped, sparse.BCOO) and (dropped.indices == words.indices).all()
 rng = np.random.default_rng(0)
 centres = rng.normal(0, 3, (2, 20))
 y = rng.integers(0, 2, 512)
@@ -410,7 +416,8 @@ keras.utils.set_random_seed(4)
 rules = np.zeros((512, 30), "float32")
 rules[np.arange(512), y * 5] = 1  # the rules name category 0 or 5; 8 of 30 sampled a step
 model = build_ssl_gan(HParams(hidden_units=(16,), dropout=0.0, input_noise=0.0, seed=4,
-                              learning_rate=3e-3, rule_sampled_categories=8),
+                              learning_rate=3e-3, rule_sampled_categories=8,
+                              consistency_weight=0.5),
                       [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 30})
 step, state = jax.jit(model.jax_train_step()), model.jax_state()
 key, losses = jax.random.PRNGKey(0), []
@@ -422,6 +429,7 @@ for i in range(150):
     key, sub = jax.random.split(key)
     state, logs = step(state, data, sub)
     losses.append(float(logs["exclusive"]))
+    assert float(logs["consistency"]) >= 0
 model.assign_jax_state(state)
 outputs = model.classifier()({"x": x[384:]})
 predicted = np.asarray(outputs["exclusive"]).argmax(axis=1)
@@ -444,3 +452,40 @@ def test_the_ssl_gan_trains_on_keras_jax_backend_without_tensorflow():
     assert result["last"] < result["first"] / 2
     assert result["accuracy"] > 0.9
     assert result["rule_accuracy"] > 0.9  # the rule head, trained on samples of its categories
+
+
+def test_token_dropout_zeroes_words_and_keeps_a_sparse_input_sparse():
+    seed = keras.random.SeedGenerator(3)
+    dense = np.ones((200, 50), "float32")
+    dropped = np.asarray(token_dropout(ops.convert_to_tensor(dense), 0.3, seed))
+    assert set(np.unique(dropped)) == {0.0, 1.0}  # words kept as they were, or gone
+    assert 0.25 < 1 - dropped.mean() < 0.35
+    sparse = tf.sparse.from_dense(tf.constant([[0.0, 0.5, 0.0, 0.2], [0.7, 0.0, 0.0, 0.0]]))
+    out = token_dropout(sparse, 0.5, seed)
+    assert isinstance(out, tf.SparseTensor)
+    assert np.array_equal(out.indices.numpy(), sparse.indices.numpy())
+    assert all(v in (0.0, w) for v, w in zip(out.values.numpy(), sparse.values.numpy()))
+
+
+def test_consistency_is_the_kl_from_the_sharpened_clean_prediction_to_the_noised_one():
+    clean = ops.convert_to_tensor([[2.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+    noisy = ops.convert_to_tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    target = np.exp([4.0, 0.0, 0.0]) / np.exp([4.0, 0.0, 0.0]).sum()  # temperature 0.5
+    q = np.exp([0.0, 1.0, 0.0]) / np.exp([0.0, 1.0, 0.0]).sum()
+    first = float(np.sum(target * np.log(target / q)))
+    # the second row's own prediction is too unsure for the threshold 0.5: left out
+    assert float(consistency_loss(clean, noisy, 0.5, 0.5)) == pytest.approx(first, rel=1e-4)
+    assert float(consistency_loss(clean, clean, 1.0, 0.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_consistency_term_joins_the_discriminator_loss_when_weighted():
+    specs = [ModelInput("x", "vector", 20)]
+    x = np.random.default_rng(0).random((64, 20)).astype("float32")
+    rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": np.zeros(64, "int64")},
+                                               {"exclusive": np.ones(64, "float32")}))
+    for weight in (0.0, 1.0):
+        model = build_ssl_gan(HParams(hidden_units=(16,), objectives=("exclusive",),
+                                      consistency_weight=weight), specs,
+                              {"exclusive": 3, "rule_based": 1})
+        logs = model.fit(rows.batch(32), epochs=1, verbose=0).history
+        assert (logs["consistency"][-1] > 0) == (weight > 0)
