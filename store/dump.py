@@ -1,7 +1,11 @@
 """Dump every product of the store to gzipped JSON-lines shards under the run's ``dump/``.
 
 Pages through a point in time with ``search_after`` and streams each page to the
-current shard, so memory stays flat however large the catalogue is.
+current shard, so memory stays flat however large the catalogue is. The pages follow the
+point in time's own document order (``_shard_doc``), not the product ids: the store then
+sorts nothing per page (on osmem at 100,000 products the read took 0.43x the time by id,
+``benchmarks.dump_pages``); the split hashes each product's group, so the order changes
+nothing downstream.
 
 ``python -m store.dump --run-id R [--page-size 10000] [--shard-size 100000]``
 """
@@ -32,7 +36,7 @@ def dump_products(store: ProductStore, paths: RunPaths, page_size: int = PAGE_SI
     storage.makedirs(paths.dump_dir)
     progress = Progress("dump", store.count(), "products")
     with storage.ShardedJsonlWriter(paths.dump_dir, shard_size) as shards:
-        for product in store.iter_products(page_size=page_size):
+        for product in store.iter_products(page_size=page_size, order="index"):
             shards.write(product)  # as ASCII JSON: any string the store returns is kept
             if isinstance(product, dict):
                 per_split[split_of(product, config.group_field, config.id_field)] += 1

@@ -35,6 +35,18 @@ def test_dump_pages_through_every_product_once_into_shards(store, settings):
     assert result["products_per_split"] == {s: expected[s] for s in ("train", "valid", "test")}
 
 
+def test_a_whole_index_read_in_either_order_returns_every_product_once(store):
+    # indexed out of id order: the id order and the store's own order differ
+    products = list(demo_catalog.generate(95))
+    load_products(store, products[50:] + products[:50], recreate=True)
+    by_id = [p["id"] for p in store.iter_products(page_size=20, order="id")]
+    assert by_id == sorted(p["id"] for p in products)
+    by_index = [p["id"] for p in store.iter_products(page_size=20, order="index")]
+    assert sorted(by_index) == by_id and len(set(by_index)) == 95
+    with pytest.raises(ValueError, match="order"):
+        next(store.iter_products(order="random"))
+
+
 def test_hidden_ground_truth_stays_out_of_the_store(store, tmp_path):
     truth = tmp_path / "truth.jsonl"
     load_products(store, demo_catalog.generate(20), recreate=True, ground_truth=str(truth))
