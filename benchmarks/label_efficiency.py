@@ -61,6 +61,8 @@ VARIANTS = {
     "encoder pretrained (denoising autoencoder, 3 epochs)": {"encoder_pretrain_epochs": 3},
     "labelled rows' weak targets move their logits": {"confusion_from_labels": False},
     "weight averaging (moving average, 0.99)": {"weight_averaging": 0.99},
+    "labelled share of a batch 0.1": {"labelled_share": 0.1},
+    "labelled share of a batch 0.5": {"labelled_share": 0.5},
     "consistency 1.0 (words dropped 0.3)": {"consistency_weight": 1.0},
     "consistency 3.0 (words dropped 0.3)": {"consistency_weight": 3.0},
     "consistency 1.0 (words dropped 0.5, sharpened 0.4, sure 0.3)": {
@@ -101,14 +103,14 @@ def main_table(data, budgets, methods, seeds, options) -> dict:
     return results
 
 
-def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only: str = "") -> None:
+def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> None:
     """Each variant against the defaults: validation macro-F1 only (the test is not read);
-    ``only``: the variants whose name contains it (and the defaults)."""
+    ``only``: the variants whose name contains one of these texts (and the defaults)."""
     print(f"validation macro-F1, mean over seeds 0..{seeds - 1}; budgets {list(budgets)}")
     print(f"{'variant':<46}" + "".join(f"{m + ' ' + budget_name(b, 0):>22}"
                                        for b in budgets for m in methods), flush=True)
     for name, options in {"defaults": {}, **VARIANTS}.items():
-        if only and only not in name and name != "defaults":
+        if only and not any(text in name for text in only) and name != "defaults":
             continue
         cells = []
         for budget in budgets:
@@ -188,8 +190,9 @@ def main(argv=None) -> None:
                              "'{\"entropy_weight\": 0.3}'")
     parser.add_argument("--variants", action="store_true",
                         help="print the variant table (validation) instead of the test table")
-    parser.add_argument("--only", default="", help="with --variants: the variants whose name "
-                                                   "contains this text")
+    parser.add_argument("--only", action="append", default=[],
+                        help="with --variants: the variants whose name contains this text "
+                             "(repeatable)")
     parser.add_argument("--validation-halves", action="store_true",
                         help="choose on one half of the validation products, score on the "
                              "other (the test split is not read)")
