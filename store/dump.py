@@ -3,7 +3,7 @@
 Pages through a point in time with ``search_after`` and streams each page to the
 current shard, so memory stays flat however large the catalogue is. The pages follow the
 point in time's own document order (``_shard_doc``), not the product ids: the store then
-sorts nothing per page (on osmem at 100,000 products the read took 0.43x the time by id,
+sorts nothing per page (on osmem at 200,000 products the read took 0.44x the time by id,
 ``benchmarks.dump_pages``); the split hashes each product's group, so the order changes
 nothing downstream.
 

@@ -15,6 +15,7 @@ each category names, the parents' rows and which categories lie below each paren
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from keras import ops
@@ -50,26 +51,33 @@ class RuleClassMap:
         named = np.asarray(matrix, "float32")
         return cls(named, np.zeros((0,), "int32"), np.zeros((0, named.shape[0]), "float32"))
 
+    @cached_property
+    def _selector(self) -> np.ndarray:
+        """[categories, parents] 0/1: picks each parent's column out of the rows' labels."""
+        selector = np.zeros((self.named.shape[0], len(self.parents)), "float32")
+        selector[self.parents, np.arange(len(self.parents))] = 1
+        return selector
+
+    @cached_property
+    def _own(self) -> np.ndarray:
+        """``named`` with the parents' rows empty: what a category names whatever else the
+        row has."""
+        return self.named * (1.0 - self._selector.sum(axis=1, keepdims=True))
+
     def candidates(self, rule_targets, columns=None):
         """[rows, classes] 0/1: the classes each row's rule labels name. ``rule_targets``:
         [rows, categories] 0/1, or, with ``columns``, [rows, len(columns)]: a sample of the
         categories holding every one the rows have (``sample_rule_categories``)."""
-        named = ops.convert_to_tensor(self.named)
-        if columns is not None:
-            named = ops.take(named, columns, axis=0)
+        def rows_of(matrix, axis=0):  # the sampled categories' rows (or columns) of a matrix
+            tensor = ops.convert_to_tensor(matrix)
+            return tensor if columns is None else ops.take(tensor, columns, axis=axis)
+
+        own = ops.matmul(rule_targets, rows_of(self._own))
         if len(self.parents) == 0:
-            return ops.cast(ops.matmul(rule_targets, named) > 0, "float32")
-        categories, count = self.named.shape[0], len(self.parents)
-        # [categories, parents]: picks each parent's column out of the rows' labels
-        selector = np.zeros((categories, count), "float32")
-        selector[self.parents, np.arange(count)] = 1
-        selector, below = ops.convert_to_tensor(selector), ops.convert_to_tensor(self.parent_below)
-        if columns is not None:
-            selector, below = ops.take(selector, columns, axis=0), ops.take(below, columns, axis=1)
-        # what the rows' categories name on their own, parents left out
-        own = ops.matmul(rule_targets, named * (1.0 - ops.sum(selector, axis=1, keepdims=True)))
+            return ops.cast(own > 0, "float32")
         # a parent names its classes where the row has it and no category below it
-        superseded = ops.cast(ops.matmul(rule_targets, ops.transpose(below)) > 0, "float32")
-        specific_parents = ops.matmul(rule_targets, selector) * (1.0 - superseded)
+        superseded = ops.cast(ops.matmul(rule_targets, ops.transpose(
+            rows_of(self.parent_below, axis=1))) > 0, "float32")
+        specific_parents = ops.matmul(rule_targets, rows_of(self._selector)) * (1.0 - superseded)
         from_parents = ops.matmul(specific_parents, ops.convert_to_tensor(self.named[self.parents]))
         return ops.cast(own + from_parents > 0, "float32")

@@ -138,8 +138,8 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     the real rows' outputs for the real/fake term, if they differ from ``real``;
     ``log_prior``: log class prior added to the exclusive logits in the losses
     (logit adjustment); ``rule_class_map``: a ``RuleClassMap`` (or a [rule categories,
-    classes] 0/1 matrix), which exclusive classes rule labels name (weak targets); ``confusion``: [true
-    class, class the rules name] row-stochastic: how the rules err, learnt;
+    classes] 0/1 matrix), which exclusive classes rule labels name (weak targets);
+    ``confusion``: [true class, class the rules name] row-stochastic: how the rules err, learnt;
     ``rule_sample``: ``(columns, column_weights)`` when the rule-based logits of ``real``
     and ``fake`` are those of a sample of the categories (``sample_rule_categories``)."""
     real_for_gan = real if real_for_gan is None else real_for_gan
@@ -299,10 +299,15 @@ class SSLGAN(keras.Model):
         classes = ops.cast(ops.shape(self.class_prior)[0], "float32")
         return ops.log(0.5 * self.class_prior / ops.sum(self.class_prior) + 0.5 / classes)
 
+    @property
+    def _vector_inputs(self) -> list[str]:
+        """The encoder's vector inputs (text: a word per entry), by name."""
+        return [name for name, spec in self.encoder.input.items()
+                if len(spec.shape) == 2 and spec.shape[-1] > 1]
+
     def _token_dropout(self, inputs: dict) -> dict:
         """``inputs`` with words dropped from each vector input (text), the rest as they are."""
-        vectors = {name for name, spec in self.encoder.input.items()
-                   if len(spec.shape) == 2 and spec.shape[-1] > 1}
+        vectors = self._vector_inputs
         return {name: token_dropout(value, self.hparams.consistency_drop, self.seed_generator)
                 if name in vectors else value for name, value in inputs.items()}
 
@@ -445,8 +450,7 @@ class SSLGAN(keras.Model):
         """Teach the encoder the catalogue before any label or GAN: a denoising bag-of-words
         autoencoder over every product (half of each product's words dropped, all of them to
         be recovered from the encoder's vector). ``batches`` yields ``(inputs, ...)``."""
-        vectors = [name for name, spec in self.encoder.input.items()
-                   if len(spec.shape) == 2 and spec.shape[-1] > 1]
+        vectors = self._vector_inputs
         if not vectors or epochs < 1:
             return {}
         inputs = {name: keras.Input(spec.shape[1:], dtype=spec.dtype, name=name)
