@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from beam_pipelines import text_ops
+from beam_pipelines import text_ops, tfidf
 from beam_pipelines.raw_schema import GROUP_KEY, ID_KEY
 from shared_config import features
 
@@ -16,11 +16,9 @@ def preprocessing_fn(inputs):
     for feature in config.features:
         value = inputs[feature.name]
         if feature.kind == "text":
-            ids = tft.compute_and_apply_vocabulary(
-                text_ops.tokens(value), top_k=feature.vocab_size,
-                num_oov_buckets=config.num_oov_buckets, vocab_filename=feature.name)
-            term_ids, weights = tft.tfidf(ids, feature.vocab_size + config.num_oov_buckets,
-                                          name=f"{feature.name}_tfidf")
+            # top-k vocabulary by document frequency and TF-IDF, in one analysis pass
+            term_ids, weights = tfidf.tfidf(text_ops.tokens(value), feature.vocab_size,
+                                            config.num_oov_buckets, vocab_filename=feature.name)
             outputs[f"{feature.name}_ids"] = term_ids
             outputs[f"{feature.name}_weights"] = weights
         elif feature.kind == "categorical":

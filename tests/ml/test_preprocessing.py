@@ -8,7 +8,9 @@ import math
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
-from hypothesis import given, settings as hypothesis_settings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from beam_pipelines import images, text_ops
 from beam_pipelines.preprocess import run
@@ -19,11 +21,14 @@ from shared_config.paths import SPLITS, RunPaths
 POLICY = images.FetchPolicy(timeout=1, retries=0)
 
 
-def run_job(tmp_path, lines: list[str], max_bad_ratio: float = 1.0):
+def run_job(tmp_path, lines: list[str | bytes], max_bad_ratio: float = 1.0, shards: int = 1):
+    """The job on a dump of these lines, dealt round-robin into ``shards`` files."""
     paths = RunPaths.for_run("job", str(tmp_path / "prefix"))
     storage.makedirs(paths.dump_dir)
-    with gzip.open(paths.dump_dir + "part-00000.jsonl.gz", "wt", encoding="utf-8") as dump:
-        dump.write("\n".join(lines) + "\n")
+    for shard in range(shards):
+        with gzip.open(paths.dump_dir + f"part-{shard:05d}.jsonl.gz", "wb") as dump:
+            for line in lines[shard::shards]:
+                dump.write((line.encode("utf-8") if isinstance(line, str) else line) + b"\n")
     return paths, run(paths, [], max_bad_ratio, POLICY)
 
 
@@ -44,8 +49,12 @@ def read_catalogue(paths: RunPaths) -> list[dict]:
 
 
 def vocabulary(paths: RunPaths, name: str) -> list[str]:
+    """A vocabulary's tokens, in id order (a text feature's lines also hold each token's
+    document frequency: ``frequency token``)."""
     output = tft.TFTransformOutput(paths.transform_fn_dir)
-    return [v.decode() for v in output.vocabulary_by_name(name)]
+    text = name in {f.name for f in features.load().of_kind("text")}
+    return [v.decode().split(" ", 1)[1] if text else v.decode()
+            for v in output.vocabulary_by_name(name)]
 
 
 def test_text_cleaning_is_the_same_for_every_affiliate():
@@ -101,11 +110,12 @@ HOSTILE = [
     json.dumps({"id": "emoji", "title": "\U0001f525\U0001f525 \u0000 zero\u200bwidth", "price": "12.5"}),
     json.dumps({"id": "broken-image", "title": "a dress", "image": "/definitely/not/here.png"}),
     json.dumps({"id": "ok", "title": "plain shirt", "rule_labels": ["Tops"]}),
+    b'{"id": "latin-1", "title": "caf\xe9 cr\xe8me"}',  # not UTF-8
 ]
 
 
 def test_every_hostile_record_ends_in_the_tfrecords_or_the_quarantine(tmp_path):
-    paths, summary = run_job(tmp_path, HOSTILE)
+    paths, summary = run_job(tmp_path, HOSTILE, shards=3)
     kept = {e["id"].decode() for e in read_catalogue(paths)}
     quarantined = []
     for path in storage.glob(paths.quarantine_dir + "*.jsonl"):
@@ -119,7 +129,10 @@ def test_every_hostile_record_ends_in_the_tfrecords_or_the_quarantine(tmp_path):
     assert kept == {"nan-price", "html", "nulls", "emoji", "broken-image", "ok"} - {"nan-price"}
     assert all(q["reason"] for q in quarantined)
     assert {q["kind"] for q in product_problems} == {
-        "not_json", "not_an_object", "missing_id", "oversized", "wrong_type", "bad_label"}
+        "not_json", "not_an_object", "missing_id", "oversized", "wrong_type", "bad_label",
+        "not_utf8"}
+    latin = next(q for q in quarantined if q["kind"] == "not_utf8")
+    assert "caf\ufffd cr\ufffdme" in latin["record"] and "utf-8" in latin["reason"]
     assert [q["record"] for q in quarantined if q["kind"] == "image"] == ["/definitely/not/here.png"]
 
 
