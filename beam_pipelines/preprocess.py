@@ -21,7 +21,7 @@ import tempfile
 import uuid
 
 import apache_beam as beam
-import tensorflow_transform as tft
+import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
@@ -29,6 +29,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from tensorflow_transform.tf_metadata import dataset_metadata
+from tfx_bsl.coders import example_coder
 
 from beam_pipelines import images, preprocessing
 from beam_pipelines.raw_schema import GROUP_KEY, BadRecord, raw_schema, to_raw_instance
@@ -167,33 +168,44 @@ def _with_bytes(joined, field: str):
         yield {**product, field: data}
 
 
-def _objectives_and_splits(example: dict):
+def _objectives_and_splits(group: bytes, exclusive_label: int, rule_labels: int):
     """Which TFRecord files one transformed product belongs to; the split follows the
     product's group, so the listings of one real product never straddle two splits."""
-    split = split_for(example[GROUP_KEY])
+    split = split_for(group)
     targets = [(CATALOG, split)]
-    if example["exclusive_label"] >= 0:
+    if exclusive_label >= 0:
         targets.append(("exclusive", split))
-    if len(example["rule_based_labels"]) > 0:
+    if rule_labels > 0:
         targets.append(("rule_based", split))
     return targets
 
 
 class RouteExamples(beam.DoFn):
-    """A transformed product -> its serialised example, once, to each file it belongs to
-    (tagged ``{objective}_{split}``), counted per file."""
+    """A batch of transformed products (an Arrow record batch) -> each product's serialised
+    example, once, to each file it belongs to (tagged ``{objective}_{split}``), counted per
+    file. The batch is encoded at once by tfx-bsl's encoder (C++), where a product at a time
+    through Python cost more than the transform itself."""
 
-    def __init__(self, coder, targets: dict[str, tuple[str, str]]):
-        self.coder = coder
+    def __init__(self, schema, targets: dict[str, tuple[str, str]]):
+        self.schema = schema
         self.names = {target: name for name, target in targets.items()}
         self.counters = {name: Metrics.counter(NAMESPACE, f"examples_{name}") for name in targets}
 
-    def process(self, example: dict):
-        encoded = self.coder.encode(example)
-        for target in _objectives_and_splits(example):
-            name = self.names[target]
-            self.counters[name].inc()
-            yield beam.pvalue.TaggedOutput(name, encoded)
+    def setup(self):
+        self.encoder = example_coder.RecordBatchToExamplesEncoder(self.schema)
+
+    def process(self, element):
+        batch, _ = element
+        encoded = self.encoder.encode(batch)
+        # one value a product: the group key, the class index (-1: none); the rule labels' count
+        groups = pc.list_flatten(batch.column(GROUP_KEY)).to_pylist()
+        exclusive = pc.list_flatten(batch.column("exclusive_label")).to_pylist()
+        rules = pc.list_value_length(batch.column("rule_based_labels")).to_pylist()
+        for example, group, label, rule_labels in zip(encoded, groups, exclusive, rules):
+            for target in _objectives_and_splits(group, label, rule_labels):
+                name = self.names[target]
+                self.counters[name].inc()
+                yield beam.pvalue.TaggedOutput(name, example)
 
 
 def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: str,
@@ -218,12 +230,11 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
                  paths.quarantine_dir + "bad_records", file_name_suffix=".jsonl"))
         raw = (products, dataset_metadata.DatasetMetadata(raw_schema(config)))
         transformed, transform_fn = raw | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-            preprocessing.preprocessing_fn, output_record_batches=False)
+            preprocessing.preprocessing_fn, output_record_batches=True)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(paths.transform_fn_dir)
         examples, metadata = transformed
-        coder = tft.coders.ExampleProtoCoder(metadata.schema)
         targets = {f"{o}_{s}": (o, s) for o in (*OBJECTIVES, CATALOG) for s in SPLITS}
-        routed = examples | "Route" >> beam.ParDo(RouteExamples(coder, targets)).with_outputs(
+        routed = examples | "Route" >> beam.ParDo(RouteExamples(metadata.schema, targets)).with_outputs(
             *targets)
         for name, (objective, split) in targets.items():
             _ = routed[name] | f"Write_{name}" >> beam.io.WriteToTFRecord(
