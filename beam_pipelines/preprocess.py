@@ -21,6 +21,7 @@ import tempfile
 import uuid
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
 from apache_beam.io import fileio
@@ -28,8 +29,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
-from tensorflow_transform.tf_metadata import dataset_metadata
 from tfx_bsl.coders import example_coder
+from tfx_bsl.tfxio import tf_example_record
 
 from beam_pipelines import images, preprocessing
 from beam_pipelines.raw_schema import GROUP_KEY, BadRecord, raw_schema, to_raw_instance
@@ -208,6 +209,28 @@ class RouteExamples(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(name, example)
 
 
+RECORD_BATCH_SIZE = 1_000
+
+
+class ToRecordBatch(beam.DoFn):
+    """A batch of raw instances -> one Arrow record batch in the layout TF Transform reads
+    (every feature a list: one value, or a product's labels). TF Transform would otherwise
+    encode each instance as a ``tf.Example`` and decode it again, a product at a time."""
+
+    def __init__(self, arrow_schema):
+        self.arrow_schema = arrow_schema
+
+    def process(self, instances: list[dict]):
+        columns = []
+        for field in self.arrow_schema:
+            values = [instance[field.name] for instance in instances]
+            if not pa.types.is_large_list(field.type) or isinstance(values[0], list):
+                columns.append(pa.array(values, type=field.type))
+            else:
+                columns.append(pa.array([[value] for value in values], type=field.type))
+        yield pa.RecordBatch.from_arrays(columns, schema=self.arrow_schema)
+
+
 def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: str,
                    policy: images.FetchPolicy) -> None:
     # deep copy: TF Transform's transform reads the dump again rather than have the
@@ -228,7 +251,13 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
              | "QuarantineJson" >> beam.Map(json.dumps)
              | "WriteQuarantine" >> beam.io.WriteToText(
                  paths.quarantine_dir + "bad_records", file_name_suffix=".jsonl"))
-        raw = (products, dataset_metadata.DatasetMetadata(raw_schema(config)))
+        tfxio = tf_example_record.TFExampleBeamRecord(
+            physical_format="inmem", telemetry_descriptors=["prodcat"], schema=raw_schema(config))
+        batches = (products
+                   | "Batch" >> beam.BatchElements(min_batch_size=RECORD_BATCH_SIZE,
+                                                    max_batch_size=RECORD_BATCH_SIZE)
+                   | "ToRecordBatch" >> beam.ParDo(ToRecordBatch(tfxio.ArrowSchema())))
+        raw = (batches, tfxio.TensorAdapterConfig())
         transformed, transform_fn = raw | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
             preprocessing.preprocessing_fn, output_record_batches=True)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(paths.transform_fn_dir)
