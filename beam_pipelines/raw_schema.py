@@ -51,11 +51,13 @@ def raw_schema(config: FeatureConfig):
 def valid_unicode(text: str) -> str:
     """The text with each lone surrogate (valid in JSON, not encodable as UTF-8) replaced
     by U+FFFD: every string of a product passes here before it reaches Beam or TF."""
-    return _SURROGATE.sub("\ufffd", text)
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def normalise_text(text: str) -> str:
     """Valid Unicode, NFKC, HTML entities decoded, invisible format characters removed."""
+    if text.isascii() and "&" not in text:  # all of that leaves such a text as it is
+        return text
     return _INVISIBLE.sub("", unicodedata.normalize("NFKC", html.unescape(valid_unicode(text))))
 
 

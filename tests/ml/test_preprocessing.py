@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import gzip
+import html
 import json
 import math
+import unicodedata
 
 import pytest
 import tensorflow as tf
@@ -12,7 +14,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from beam_pipelines import images, text_ops
+from beam_pipelines import images, raw_schema, text_ops
 from beam_pipelines.preprocess import run
 from beam_pipelines.raw_schema import BadRecord, to_raw_instance
 from shared_config import features, storage
@@ -161,6 +163,14 @@ def test_any_json_value_is_either_an_instance_or_a_bad_record(value):
         expected = float if feature.kind == "dense" else str
         assert isinstance(instance[feature.name], expected)
     assert all(isinstance(v, str) for v in instance["rule_based"])
+
+
+@hypothesis_settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_ascii_text_skips_a_normalisation_that_would_not_change_it(text):
+    full = raw_schema._INVISIBLE.sub("", unicodedata.normalize("NFKC", html.unescape(text)))
+    assert raw_schema.normalise_text(text) == full
+    assert raw_schema.valid_unicode(text) == text
 
 
 def test_a_changed_feature_config_changes_the_job(tmp_path, monkeypatch):
