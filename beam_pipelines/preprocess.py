@@ -21,6 +21,7 @@ import tempfile
 import uuid
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import tensorflow_transform.beam as tft_beam
@@ -221,13 +222,15 @@ class ToRecordBatch(beam.DoFn):
         self.arrow_schema = arrow_schema
 
     def process(self, instances: list[dict]):
+        one_each = pa.array(np.arange(len(instances) + 1), pa.int64())  # list offsets
         columns = []
         for field in self.arrow_schema:
             values = [instance[field.name] for instance in instances]
-            if not pa.types.is_large_list(field.type) or isinstance(values[0], list):
+            if isinstance(values[0], list):  # the labels: a list a product already
                 columns.append(pa.array(values, type=field.type))
             else:
-                columns.append(pa.array([[value] for value in values], type=field.type))
+                columns.append(pa.LargeListArray.from_arrays(
+                    one_each, pa.array(values, type=field.type.value_type)))
         yield pa.RecordBatch.from_arrays(columns, schema=self.arrow_schema)
 
 
