@@ -138,36 +138,29 @@ def attach_images(products, image_fields: dict[str, int], policy: images.FetchPo
     normalised to a greyscale PNG of its feature's size (``{field: image_size}``).
 
     A product whose image cannot be used keeps its other features and an empty
-    image; the reference and the reason go to the quarantine. Only the products with a
-    reference are joined with the images (a shuffle): the others get their empty image
-    where they are, so a catalogue with few images pays for few.
+    image; the reference and the reason go to the quarantine. The fetched images reach
+    the products as a side input (reference -> PNG, a few hundred bytes each), so the
+    products stream past it: a join (a shuffle of the products with an image, flattened
+    with the others) had the local runner hold every product, about 1.2 GiB per 100,000
+    (the README's preprocessing benchmark). Memory grows with the distinct images instead.
     """
     problems = []
     for field, size in image_fields.items():
-        without, with_ref = products | f"HasImage_{field}" >> beam.Partition(
-            lambda p, _, f=field: 1 if p[f] else 0, 2)
         fetched = (
-            with_ref
-            | f"Refs_{field}" >> beam.Map(lambda p, f=field: p[f])
+            products
+            | f"Refs_{field}" >> beam.FlatMap(lambda p, f=field: [p[f]] if p[f] else [])
             | f"Distinct_{field}" >> beam.Distinct()
             | f"Batch_{field}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
             | f"Fetch_{field}" >> beam.ParDo(FetchImages(policy, size)).with_outputs(BAD, main=GOOD))
         problems.append(fetched[BAD])
-        keyed = with_ref | f"KeyBy_{field}" >> beam.Map(lambda p, f=field: (p[f], p))
-        joined = (
-            {"products": keyed, "images": fetched[GOOD]}
-            | f"Join_{field}" >> beam.CoGroupByKey()
-            | f"Attach_{field}" >> beam.FlatMap(_with_bytes, field))
-        no_image = without | f"NoImage_{field}" >> beam.Map(lambda p, f=field: {**p, f: b""})
-        products = (joined, no_image) | f"AllProducts_{field}" >> beam.Flatten()
+        products = products | f"Attach_{field}" >> beam.Map(
+            _with_bytes, field, beam.pvalue.AsDict(fetched[GOOD]))
     return products, problems
 
 
-def _with_bytes(joined, field: str):
-    _, grouped = joined
-    data = next(iter(grouped["images"]), b"")
-    for product in grouped["products"]:
-        yield {**product, field: data}
+def _with_bytes(product: dict, field: str, fetched: dict) -> dict:
+    """The product with its image's bytes in place of the reference (empty: none, or unusable)."""
+    return {**product, field: fetched.get(product[field], b"") if product[field] else b""}
 
 
 def _objectives_and_splits(group: bytes, exclusive_label: int, rule_labels: int):
