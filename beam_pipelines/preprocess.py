@@ -133,7 +133,8 @@ class FetchImages(beam.DoFn):
                 yield ref, data
 
 
-def attach_images(products, image_fields: dict[str, int], policy: images.FetchPolicy):
+def attach_images(products, image_fields: dict[str, int], policy: images.FetchPolicy,
+                  references=None):
     """Replace each image reference by the image, fetched once per distinct reference and
     normalised to a greyscale PNG of its feature's size (``{field: image_size}``).
 
@@ -143,11 +144,14 @@ def attach_images(products, image_fields: dict[str, int], policy: images.FetchPo
     products stream past it: a join (a shuffle of the products with an image, flattened
     with the others) had the local runner hold every product, about 1.2 GiB per 100,000
     (the README's preprocessing benchmark). Memory grows with the distinct images instead.
+    ``references``: the products to take the references from, read apart from ``products``
+    (else the runner holds ``products`` until every image is fetched); default ``products``.
     """
+    references = products if references is None else references
     problems = []
     for field, size in image_fields.items():
         fetched = (
-            products
+            references
             | f"Refs_{field}" >> beam.FlatMap(lambda p, f=field: [p[f]] if p[f] else [])
             | f"Distinct_{field}" >> beam.Distinct()
             | f"Batch_{field}" >> beam.BatchElements(min_batch_size=1, max_batch_size=64)
@@ -239,8 +243,15 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
             | "Parse" >> beam.ParDo(ParseProduct(config)).with_outputs(BAD, main=GOOD)
         )
         _ = parsed[GOOD] | "CountParsed" >> beam.Map(_count_parsed)
-        products, image_problems = attach_images(
-            parsed[GOOD], {f.name: f.image_size for f in config.of_kind("image")}, policy)
+        image_fields = {f.name: f.image_size for f in config.of_kind("image")}
+        references = None
+        if image_fields:  # a reading of its own for the image references (its quarantine
+            # and counts are the main reading's)
+            references = (pipeline
+                          | "ReadDumpForImages" >> ReadDump(paths.dump_dir + "*.jsonl.gz")
+                          | "ParseForImages" >> beam.ParDo(ParseProduct(config)).with_outputs(
+                              BAD, main=GOOD))[GOOD]
+        products, image_problems = attach_images(parsed[GOOD], image_fields, policy, references)
         _ = ((parsed[BAD], *image_problems)
              | "AllQuarantined" >> beam.Flatten()
              | "CountQuarantined" >> beam.Map(_count_quarantined)
