@@ -237,20 +237,18 @@ def build_pipeline(pipeline: beam.Pipeline, paths: RunPaths, config, temp_dir: s
     # runner hold every product until the analysis is done (on the local runner, about
     # 0.5 GiB per 100,000 products)
     with tft_beam.Context(temp_dir=temp_dir, use_deep_copy_optimization=True):
-        parsed = (
-            pipeline
-            | "ReadDump" >> ReadDump(paths.dump_dir + "*.jsonl.gz")
-            | "Parse" >> beam.ParDo(ParseProduct(config)).with_outputs(BAD, main=GOOD)
-        )
+        def read(name: str):
+            return (pipeline
+                    | f"ReadDump{name}" >> ReadDump(paths.dump_dir + "*.jsonl.gz")
+                    | f"Parse{name}" >> beam.ParDo(ParseProduct(config)).with_outputs(
+                        BAD, main=GOOD))
+
+        parsed = read("")
         _ = parsed[GOOD] | "CountParsed" >> beam.Map(_count_parsed)
         image_fields = {f.name: f.image_size for f in config.of_kind("image")}
-        references = None
-        if image_fields:  # a reading of its own for the image references (its quarantine
-            # and counts are the main reading's)
-            references = (pipeline
-                          | "ReadDumpForImages" >> ReadDump(paths.dump_dir + "*.jsonl.gz")
-                          | "ParseForImages" >> beam.ParDo(ParseProduct(config)).with_outputs(
-                              BAD, main=GOOD))[GOOD]
+        # a reading of its own for the image references (its quarantine and counts are
+        # the main reading's)
+        references = read("ForImages")[GOOD] if image_fields else None
         products, image_problems = attach_images(parsed[GOOD], image_fields, policy, references)
         _ = ((parsed[BAD], *image_problems)
              | "AllQuarantined" >> beam.Flatten()
