@@ -3,7 +3,9 @@
 TF-IDF features arrive as sparse (term id, weight) pairs and stay sparse: one
 ``tf.SparseTensor`` [batch, vocabulary] per text field, which the model's first layer
 multiplies without ever making it dense (``trainer.model.dense_layer``); labels become a class index (exclusive) or a multi-hot
-vector (rule_based), each with a 0/1 weight that masks products without it.
+vector (rule_based), each with a 0/1 weight that masks products without it. The multi-hot
+vector can stay sparse too (``sparse_rules``): a product has a handful of a taxonomy's
+thousands of rule categories, and the SSL-GAN's losses read them as they are.
 """
 from __future__ import annotations
 
@@ -81,7 +83,21 @@ def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
     return inputs
 
 
-def to_targets(batch: dict, objectives, vocabs: Vocabularies):
+def _multi_hot_sparse(ids: tf.SparseTensor, width: int) -> tf.SparseTensor:
+    """[batch, width] 0/1 sparse rows from per-row ids, each (row, id) once."""
+    rows = ids.indices[:, 0]
+    cells, _ = tf.unique(rows * width + ids.values)
+    cells = tf.sort(cells)
+    multi_hot = tf.SparseTensor(tf.stack([cells // width, cells % width], axis=1),
+                                tf.ones_like(cells, tf.float32),
+                                tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))
+    multi_hot.set_shape([None, width])
+    return multi_hot
+
+
+def to_targets(batch: dict, objectives, vocabs: Vocabularies, sparse_rules: bool = False):
+    """``(targets, weights)``; with ``sparse_rules`` the rule-based multi-hot vector is a
+    ``tf.SparseTensor`` (the SSL-GAN reads it so), else dense (Keras' compiled losses)."""
     targets, weights = {}, {}
     if "exclusive" in objectives:
         label = batch["exclusive_label"]
@@ -90,9 +106,15 @@ def to_targets(batch: dict, objectives, vocabs: Vocabularies):
     if "rule_based" in objectives:
         labels = batch["rule_based_labels"]
         width = len(vocabs.labels("rule_based"))
-        multi_hot = _dense_from_sparse(labels, tf.ones_like(labels.values, tf.float32), width)
-        targets["rule_based"] = tf.minimum(multi_hot, 1.0)
-        weights["rule_based"] = tf.cast(tf.reduce_sum(multi_hot, axis=1) > 0, tf.float32)
+        if sparse_rules:
+            targets["rule_based"] = _multi_hot_sparse(labels, width)
+            counts = tf.math.bincount(tf.cast(labels.indices[:, 0], tf.int32),
+                                      minlength=tf.cast(labels.dense_shape[0], tf.int32))
+            weights["rule_based"] = tf.cast(counts > 0, tf.float32)
+        else:
+            multi_hot = _dense_from_sparse(labels, tf.ones_like(labels.values, tf.float32), width)
+            targets["rule_based"] = tf.minimum(multi_hot, 1.0)
+            weights["rule_based"] = tf.cast(tf.reduce_sum(multi_hot, axis=1) > 0, tf.float32)
     return targets, weights
 
 
@@ -103,7 +125,8 @@ def raw_batches(files: list[str], vocabs: Vocabularies, batch_size: int):
         lambda s: tf.io.parse_example(s, spec))
 
 
-def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False):
+def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False,
+           sparse_rules: bool = False):
     """serialized examples (a batch) -> ``inputs`` (with ``ids``, or ``targets, weights``
     when objectives are given): parsing happens once per batch, never per row."""
     spec = vocabs.tft_output.transformed_feature_spec()
@@ -114,7 +137,7 @@ def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False):
         if keep_ids:
             return inputs, batch["id"]
         if objectives:
-            targets, weights = to_targets(batch, objectives, vocabs)
+            targets, weights = to_targets(batch, objectives, vocabs, sparse_rules)
             return inputs, targets, weights
         return inputs
 
@@ -130,9 +153,10 @@ def records(files: list[str], shuffle: bool = False, repeat: bool = False, seed:
     return ds.repeat() if repeat else ds
 
 
-def parsed(serialized_batches, vocabs: Vocabularies, objectives=(), keep_ids: bool = False):
+def parsed(serialized_batches, vocabs: Vocabularies, objectives=(), keep_ids: bool = False,
+           sparse_rules: bool = False):
     """Batches of serialized examples parsed and shaped for the model, in parallel."""
-    return serialized_batches.map(parser(vocabs, objectives, keep_ids),
+    return serialized_batches.map(parser(vocabs, objectives, keep_ids, sparse_rules),
                                   num_parallel_calls=tf.data.AUTOTUNE)
 
 

@@ -34,8 +34,11 @@ class LazyAdam(keras.optimizers.Adam):
             1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
-        m_rows = self.beta_1 * tf.gather(m, rows) + (1 - self.beta_1) * values
-        v_rows = self.beta_2 * tf.gather(v, rows) + (1 - self.beta_2) * tf.square(values)
+        # ``sparse_read`` gathers the rows from the variable itself: ``tf.gather`` would read
+        # (copy) the whole [vocabulary, units] moment first, scattered variables being copied
+        # on read
+        m_rows = self.beta_1 * m.value.sparse_read(rows) + (1 - self.beta_1) * values
+        v_rows = self.beta_2 * v.value.sparse_read(rows) + (1 - self.beta_2) * tf.square(values)
         self.assign(m, tf.IndexedSlices(m_rows, rows))
         self.assign(v, tf.IndexedSlices(v_rows, rows))
         self.assign_sub(variable, tf.IndexedSlices(

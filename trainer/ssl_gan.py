@@ -120,10 +120,22 @@ def sample_rule_categories(targets, size: int, seed):
     return columns, chosen_present * present_weight + (1.0 - chosen_present) * negative_weight
 
 
+def is_sparse(value) -> bool:
+    """A TensorFlow ``SparseTensor`` (the input pipeline's sparse rule targets)."""
+    return hasattr(value, "dense_shape")
+
+
 def rule_based_bce(targets, logits, column_weights=None, categories=None):
     """Per row, the mean binary cross-entropy over the rule-based categories; with
     ``column_weights`` (``sample_rule_categories``), ``logits`` and ``targets`` are a sample
-    of the ``categories`` columns and the mean is its weighted estimate."""
+    of the ``categories`` columns and the mean is its weighted estimate.
+
+    ``targets`` may be a TensorFlow ``SparseTensor`` (every category, no sample):
+    ``trainer.sparse_targets`` reads it without making it dense."""
+    if is_sparse(targets):
+        from trainer.sparse_targets import mean_bce_rows  # TensorFlow: its pipeline's targets
+
+        return mean_bce_rows(targets, logits)
     bce = ops.binary_crossentropy(targets, logits, from_logits=True)
     if column_weights is None:
         return ops.mean(bce, axis=-1)
@@ -186,7 +198,8 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
         terms["rule_to_exclusive"] = hparams.rule_to_exclusive_weight * _masked_mean(
             weak, weak_rows)
     if "rule_based" in targets:
-        categories = ops.shape(targets["rule_based"])[-1]
+        categories = ops.shape(real["rule_based"])[-1] if rule_sample is None \
+            else ops.shape(targets["rule_based"])[-1]
         bce = rule_based_bce(rule_targets, real["rule_based"], column_weights, categories)
         terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
         if hparams.rule_gan_signal == "no_category":

@@ -81,7 +81,10 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             pretrained = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
                                                 hparams.encoder_pretrain_epochs)
     best = _early_stopping(paths, hparams, vocabs)
-    batched = data.parsed(rows, vocabs, hparams.objectives)
+    # the SSL-GAN's own losses read the rule targets sparse (a sample of categories needs
+    # them dense); Keras' compiled losses, the other models', read them dense
+    sparse_rules = hparams.model_type == "ssl_gan" and not hparams.rule_sampled_categories
+    batched = data.parsed(rows, vocabs, hparams.objectives, sparse_rules=sparse_rules)
     result = training.fit(model, hparams, training.batches_for_epoch(batched, hparams),
                           per_epoch, model_dir, best, source)
     classifier = model.classifier() if hparams.model_type == "ssl_gan" else model

@@ -91,10 +91,18 @@ def wait_for(driver, condition, timeout: float = 15):
     return WebDriverWait(driver, timeout).until(condition)
 
 
+def loaded(driver) -> bool:
+    """The page has finished loading: its scripts ran, so the keys have their listener (a
+    key sent while a submitted form's next page is still loading would be lost)."""
+    return driver.execute_script("return document.readyState") == "complete"
+
+
 def keys(driver, *pressed) -> None:
-    """Key presses sent to the page (the focused element), nothing clicked."""
+    """Key presses sent to the page (the focused element), nothing clicked, once it has
+    loaded."""
     from selenium.webdriver.common.action_chains import ActionChains
 
+    wait_for(driver, loaded)
     chain = ActionChains(driver)
     for key in pressed:
         chain.send_keys(key)
