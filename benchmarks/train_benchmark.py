@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -75,11 +76,17 @@ def main(argv=None) -> None:
         for model_type in model_types:
             for name, code in revisions:
                 print(f"training {model_type} ({name}) ...", flush=True)
-                results[model_type, name] = result_of(
+                # each revision from scratch: with the same hyperparameters the later one
+                # would otherwise go on from the earlier one's checkpoint
+                shutil.rmtree(Path(paths.checkpoints("none")).parent, ignore_errors=True)
+                results[model_type, name] = result = result_of(
                     [sys.executable, "-m", "trainer.controller", "train", "--run-id", RUN_ID,
                      "--model-type", model_type, "--epochs", str(args.epochs),
                      "--early-stopping-patience", str(args.epochs + 1)],
                     {**env, "PYTHONPATH": str(code)}, code)
+                if result["resumed_at_epoch"]:
+                    raise RuntimeError(f"{model_type} ({name}) resumed at epoch "
+                                       f"{result['resumed_at_epoch']}: not a measurement")
     print(f"\n{args.n:,} products on {os.cpu_count()} cores: {counts['catalog_train']:,} training "
           f"products ({counts['exclusive_train']:,} with a human label, "
           f"{counts['rule_based_train']:,} with rule labels), {args.epochs} epochs")
