@@ -44,11 +44,6 @@ def catalog_files(paths: RunPaths) -> list[str]:
     return [f for split in SPLITS for f in tfrecord_files(paths, CATALOG, split)]
 
 
-def _dense_from_sparse(ids: tf.SparseTensor, values, width: int) -> tf.Tensor:
-    coords = tf.stack([ids.indices[:, 0], ids.values], axis=1)
-    return tf.scatter_nd(coords, values, tf.stack([ids.dense_shape[0], tf.constant(width, tf.int64)]))
-
-
 def _sparse_from_ids(ids: tf.SparseTensor, values, width: int) -> tf.SparseTensor:
     """[batch, width] sparse rows from per-row term ids and their weights."""
     return tf.sparse.reorder(tf.SparseTensor(
@@ -106,15 +101,11 @@ def to_targets(batch: dict, objectives, vocabs: Vocabularies, sparse_rules: bool
     if "rule_based" in objectives:
         labels = batch["rule_based_labels"]
         width = len(vocabs.labels("rule_based"))
-        if sparse_rules:
-            targets["rule_based"] = _multi_hot_sparse(labels, width)
-            counts = tf.math.bincount(tf.cast(labels.indices[:, 0], tf.int32),
-                                      minlength=tf.cast(labels.dense_shape[0], tf.int32))
-            weights["rule_based"] = tf.cast(counts > 0, tf.float32)
-        else:
-            multi_hot = _dense_from_sparse(labels, tf.ones_like(labels.values, tf.float32), width)
-            targets["rule_based"] = tf.minimum(multi_hot, 1.0)
-            weights["rule_based"] = tf.cast(tf.reduce_sum(multi_hot, axis=1) > 0, tf.float32)
+        multi_hot = _multi_hot_sparse(labels, width)
+        targets["rule_based"] = multi_hot if sparse_rules else tf.sparse.to_dense(multi_hot)
+        counts = tf.math.bincount(tf.cast(labels.indices[:, 0], tf.int32),
+                                  minlength=tf.cast(labels.dense_shape[0], tf.int32))
+        weights["rule_based"] = tf.cast(counts > 0, tf.float32)
     return targets, weights
 
 

@@ -65,6 +65,11 @@ def candidate_mass_loss(logits, candidates):
                      ops.logsumexp(logits, axis=-1) - ops.logsumexp(masked, axis=-1), 0.0)
 
 
+def is_sparse(value) -> bool:
+    """A TensorFlow ``SparseTensor`` (sparse text inputs, the input pipeline's sparse rule targets)."""
+    return hasattr(value, "dense_shape")
+
+
 def token_dropout(value, rate: float, seed):
     """A copy of a vector input with each of its words (non-zero entries) zeroed with
     probability ``rate``: a dense tensor, or a sparse one (TensorFlow's ``SparseTensor``,
@@ -76,7 +81,7 @@ def token_dropout(value, rate: float, seed):
         return value * ops.cast(keras.random.uniform(ops.shape(value), seed=seed) >= rate,
                                 value.dtype)
     keep = ops.cast(keras.random.uniform(ops.shape(stored), seed=seed) >= rate, stored.dtype)
-    if hasattr(value, "dense_shape"):
+    if is_sparse(value):
         import tensorflow as tf
 
         return tf.SparseTensor(value.indices, stored * keep, value.dense_shape)
@@ -118,11 +123,6 @@ def sample_rule_categories(targets, size: int, seed):
     negative_weight = (ops.cast(total, "float32") - held) / ops.maximum(size - held, 1.0)
     present_weight = ops.maximum(held / size, 1.0)
     return columns, chosen_present * present_weight + (1.0 - chosen_present) * negative_weight
-
-
-def is_sparse(value) -> bool:
-    """A TensorFlow ``SparseTensor`` (the input pipeline's sparse rule targets)."""
-    return hasattr(value, "dense_shape")
 
 
 def rule_based_bce(targets, logits, column_weights=None, categories=None):
@@ -198,8 +198,8 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
         terms["rule_to_exclusive"] = hparams.rule_to_exclusive_weight * _masked_mean(
             weak, weak_rows)
     if "rule_based" in targets:
-        categories = ops.shape(real["rule_based"])[-1] if rule_sample is None \
-            else ops.shape(targets["rule_based"])[-1]
+        # every category's count, which a sample's weighted mean divides by
+        categories = None if rule_sample is None else ops.shape(targets["rule_based"])[-1]
         bce = rule_based_bce(rule_targets, real["rule_based"], column_weights, categories)
         terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
         if hparams.rule_gan_signal == "no_category":

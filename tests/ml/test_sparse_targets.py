@@ -59,6 +59,10 @@ def test_the_pipeline_makes_the_same_targets_sparse_as_dense():
     assert targets["rule_based"].shape.as_list()[-1] == len(RULES)
     np.testing.assert_array_equal(tf.sparse.to_dense(targets["rule_based"]).numpy(),
                                   dense_targets["rule_based"].numpy())
+    expected = np.zeros((4, len(RULES)), "float32")
+    for row, found in enumerate([[0, 1], [], [5], [3, 4]]):
+        expected[row, found] = 1
+    np.testing.assert_array_equal(dense_targets["rule_based"].numpy(), expected)
     np.testing.assert_array_equal(weights["rule_based"].numpy(), [1, 0, 1, 1])
     np.testing.assert_array_equal(weights["rule_based"].numpy(),
                                   dense_weights["rule_based"].numpy())
