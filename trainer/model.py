@@ -22,6 +22,40 @@ if TYPE_CHECKING:  # the model code itself stays free of TensorFlow
 LOSSES = {"exclusive": "sparse_categorical_crossentropy", "rule_based": "binary_crossentropy"}
 
 
+def is_sparse(value) -> bool:
+    """A TensorFlow ``SparseTensor`` (sparse text inputs, the input pipeline's sparse rule targets)."""
+    return hasattr(value, "dense_shape")
+
+
+@keras.saving.register_keras_serializable(package="prodcat")
+class SparseInputDense(keras.layers.Dense):
+    """``Dense`` over a sparse input (a TF-IDF vector): the same weights and function, but on
+    TensorFlow the kernel's rows of the input's non-zero columns are gathered from the
+    variable itself (``ResourceGather``), never the whole kernel read.
+
+    Keras' ``Dense`` reads the kernel as a tensor first, and TensorFlow copies a variable
+    on every read once it has been updated row by row (``LazyAdam``'s scatter updates put
+    it in copy-on-read mode): a [17,000 x 128] kernel copied each step to use a few hundred
+    of its rows. Other backends (JAX's ``BCOO``) and dense inputs take ``Dense`` unchanged.
+    """
+
+    def call(self, inputs, training=None):
+        if keras.backend.backend() != "tensorflow" or not is_sparse(inputs) or \
+                self.lora_enabled or self.quantization_mode:
+            return super().call(inputs, training=training)
+        import tensorflow as tf
+
+        # every row needs an entry, or the lookup's output would lack that row
+        filled, _ = tf.sparse.fill_empty_rows(inputs, tf.zeros([], inputs.dtype))
+        ids = tf.SparseTensor(filled.indices, filled.indices[:, 1], filled.dense_shape)
+        x = tf.nn.embedding_lookup_sparse(self._kernel.value, ids, filled, combiner="sum")
+        x = tf.cast(x, self.compute_dtype)
+        x.set_shape([inputs.shape[0], self.units])
+        if self.use_bias:
+            x = x + self.bias
+        return self.activation(x) if self.activation is not None else x
+
+
 @dataclass(frozen=True)
 class ModelInput:
     """One model input: ``vector`` (e.g. TF-IDF), ``categorical``, ``image`` or ``scalar``;
@@ -97,7 +131,7 @@ def dense_layer(x, units: int, name: str, activation=None):
             name=f"{name}_inputs")(list(x.dense))
         terms.append(keras.layers.Dense(units, name=name if not x.sparse else f"{name}_dense")(joined))
     for part, tensor in x.sparse:
-        terms.append(keras.layers.Dense(units, use_bias=not terms, name=f"{name}_{part}")(tensor))
+        terms.append(SparseInputDense(units, use_bias=not terms, name=f"{name}_{part}")(tensor))
     if len(terms) == 1 and activation is None:
         return terms[0]
     summed = terms[0] if len(terms) == 1 else keras.layers.Add(name=f"{name}_sum")(terms)

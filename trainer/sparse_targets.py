@@ -23,6 +23,17 @@ import tensorflow as tf
 TINY = float(np.finfo(np.float32).tiny)
 
 
+def rows_with_targets(targets: tf.SparseTensor) -> tuple[tf.Tensor, tf.SparseTensor]:
+    """``(rows, held)``: the rows of ``targets`` that hold at least one target, in order, and
+    their targets alone (row i of ``held`` is row ``rows[i]``). A row without targets has
+    weight 0 in the rule-based term, so its logits need not be computed at all."""
+    rows, position = tf.unique(targets.indices[:, 0], out_idx=tf.int64)  # indices are row-major
+    held = tf.SparseTensor(tf.stack([position, targets.indices[:, 1]], axis=1), targets.values,
+                           tf.stack([tf.size(rows, out_type=tf.int64), targets.dense_shape[1]]))
+    held.set_shape([None, targets.shape[1]])
+    return rows, held
+
+
 def mean_bce_rows(targets: tf.SparseTensor, logits: tf.Tensor) -> tf.Tensor:
     """Per row, the mean over the categories of BCE(targets, sigmoid(logits)); ``targets``:
     [rows, categories] sparse 0/1, each entry once; ``logits``: [rows, categories] float."""

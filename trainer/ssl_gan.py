@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from trainer.hparams import HParams
-from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers
+from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers, is_sparse
 from trainer.optimizers import LazyAdam
 from trainer.rule_classes import RuleClassMap
 
@@ -63,11 +63,6 @@ def candidate_mass_loss(logits, candidates):
     masked = ops.where(candidates > 0, logits, ops.full_like(logits, -1e9))
     return ops.where(ops.sum(candidates, axis=-1) > 0,
                      ops.logsumexp(logits, axis=-1) - ops.logsumexp(masked, axis=-1), 0.0)
-
-
-def is_sparse(value) -> bool:
-    """A TensorFlow ``SparseTensor`` (sparse text inputs, the input pipeline's sparse rule targets)."""
-    return hasattr(value, "dense_shape")
 
 
 def token_dropout(value, rate: float, seed):
@@ -145,7 +140,7 @@ def rule_based_bce(targets, logits, column_weights=None, categories=None):
 def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
                          hparams: HParams, real_for_gan: dict | None = None,
                          log_prior=None, rule_class_map=None, confusion=None,
-                         rule_sample=None) -> dict:
+                         rule_sample=None, held_rule_targets=None) -> dict:
     """The discriminator's loss terms (backend-neutral ``keras.ops``); ``real_for_gan``:
     the real rows' outputs for the real/fake term, if they differ from ``real``;
     ``log_prior``: log class prior added to the exclusive logits in the losses
@@ -153,7 +148,9 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     classes] 0/1 matrix), which exclusive classes rule labels name (weak targets);
     ``confusion``: [true class, class the rules name] row-stochastic: how the rules err, learnt;
     ``rule_sample``: ``(columns, column_weights)`` when the rule-based logits of ``real``
-    and ``fake`` are those of a sample of the categories (``sample_rule_categories``)."""
+    and ``fake`` are those of a sample of the categories (``sample_rule_categories``);
+    ``held_rule_targets``: when ``real``'s rule-based logits are those of the rows with rule
+    labels only, those rows' targets (``SSLGAN._rows_with_rule_labels``)."""
     real_for_gan = real if real_for_gan is None else real_for_gan
     rule_targets, columns, column_weights = targets.get("rule_based"), None, None
     if rule_sample is not None:  # the sampled categories' columns (every one a row has)
@@ -200,8 +197,13 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     if "rule_based" in targets:
         # every category's count, which a sample's weighted mean divides by
         categories = None if rule_sample is None else ops.shape(targets["rule_based"])[-1]
-        bce = rule_based_bce(rule_targets, real["rule_based"], column_weights, categories)
-        terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
+        if held_rule_targets is None:
+            bce = rule_based_bce(rule_targets, real["rule_based"], column_weights, categories)
+            terms["rule_based"] = _masked_mean(bce, weights["rule_based"])
+        else:  # the rows with rule labels only: each has weight 1
+            bce = rule_based_bce(held_rule_targets, real["rule_based"])
+            terms["rule_based"] = ops.sum(bce) / ops.maximum(
+                ops.cast(ops.shape(bce)[0], "float32"), 1.0)
         if hparams.rule_gan_signal == "no_category":
             terms["rule_fake"] = ops.mean(rule_based_bce(
                 ops.zeros_like(fake["rule_based"]), fake["rule_based"], column_weights,
@@ -287,6 +289,18 @@ class SSLGAN(keras.Model):
             return None
         return sample_rule_categories(targets["rule_based"], size, self.seed_generator)
 
+    def _rows_with_rule_labels(self, targets, rule_sample):
+        """``(rows, their targets)`` when the rule-based term can skip the rows without rule
+        labels (weight 0: their logits are wasted work, a seventh of a batch on a generated
+        catalogue): sparse targets (TensorFlow's input pipeline), every category, no wide
+        path. None: every row's logits."""
+        if not is_sparse(targets.get("rule_based")) or rule_sample is not None or \
+                self.wide is not None:
+            return None
+        from trainer.sparse_targets import rows_with_targets  # TensorFlow: its sparse targets
+
+        return rows_with_targets(targets["rule_based"])
+
     @property
     def _learns_confusion(self) -> bool:
         return (self.hparams.rule_confusion and self.rule_class_map is not None
@@ -339,9 +353,15 @@ class SSLGAN(keras.Model):
         rule_sample = self._rule_sample(targets)
         columns = None if rule_sample is None else rule_sample[0]
         encoded = self.encoder(inputs, training=True)
-        real = _float32(self._with_wide(
-            self._with_rules(self.discriminator(encoded, training=True), columns), inputs,
-            training=True, columns=columns))
+        held = self._rows_with_rule_labels(targets, rule_sample)
+        if held is None:
+            real = _float32(self._with_wide(
+                self._with_rules(self.discriminator(encoded, training=True), columns), inputs,
+                training=True, columns=columns))
+        else:  # the rule-based logits of the rows with rule labels only
+            real = self.discriminator(encoded, training=True)
+            real = _float32({**real, "rule_based": self.rule_head(
+                ops.take(real["features"], held[0], axis=0))})
         real_for_gan = None
         if self.hparams.gan_encoder_gradient != 1:  # scale what the GAN teaches the encoder
             scaled = ops.stop_gradient(encoded) + self.hparams.gan_encoder_gradient * (
@@ -357,7 +377,7 @@ class SSLGAN(keras.Model):
         # feature matching.
         terms = discriminator_losses(real, fake, targets, weights, self.hparams, real_for_gan,
                                      log_prior, self.rule_class_map, self._confusion(),
-                                     rule_sample)
+                                     rule_sample, None if held is None else held[1])
         # Consistency: the same real rows with words dropped should get the same classes.
         if self.hparams.consistency_weight > 0:
             noised = self._token_dropout(inputs)

@@ -91,3 +91,47 @@ def test_every_loss_term_is_the_same_with_sparse_rule_targets(confusion):
     assert set(terms[0]) == set(terms[1]) >= {"rule_based", "rule_to_exclusive"}
     for name in terms[0]:
         assert float(terms[1][name]) == pytest.approx(float(terms[0][name]), rel=1e-5), name
+
+
+def test_the_rows_without_rule_labels_are_left_out_of_the_rule_head_with_the_same_losses():
+    """With sparse targets the rule-based logits are computed for the rows with rule labels
+    only: every loss term and every gradient is the one of all rows' logits, masked."""
+    from trainer.model import ModelInput
+    from trainer.sparse_targets import rows_with_targets
+    from trainer.ssl_gan import SSLGAN, build_ssl_gan
+
+    rows = [[0, 1], [], [3, 4], [], [5], [2, 0]]  # rows 1 and 3 without rule labels
+    sparse, _ = sparse_and_dense(rows, len(RULES))
+    kept, held = rows_with_targets(sparse)
+    np.testing.assert_array_equal(kept.numpy(), [0, 2, 4, 5])
+    np.testing.assert_array_equal(tf.sparse.to_dense(held).numpy(),
+                                  tf.sparse.to_dense(sparse).numpy()[[0, 2, 4, 5]])
+    hparams = HParams(hidden_units=(8,), dropout=0.0, input_noise=0.0, seed=3)
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 10)],
+                          {"exclusive": 4, "rule_based": len(RULES)},
+                          rule_class_map=RuleClassMap.build(RULES, CLASSES))
+    inputs = {"x": tf.constant(np.random.default_rng(2).random((6, 10)), tf.float32)}
+    targets = {"exclusive": tf.constant([0, 0, 2, 1, 0, 0]), "rule_based": sparse}
+    weights = {"exclusive": tf.constant([1.0, 0, 0, 1, 0, 0]),
+               "rule_based": tf.constant([1.0, 0, 1, 0, 1, 1])}
+    noise = tf.zeros((6, hparams.noise_dim))
+    variables = model._d_variables()
+
+    def losses_and_gradients():
+        with tf.GradientTape() as tape:
+            d_loss, _, terms = model._step_losses(inputs, targets, weights, noise, None)
+        return terms, tape.gradient(d_loss, variables)
+
+    held_terms, held_gradients = losses_and_gradients()
+    every_row = SSLGAN._rows_with_rule_labels
+    SSLGAN._rows_with_rule_labels = lambda self, targets, sample: None
+    try:
+        all_terms, all_gradients = losses_and_gradients()
+    finally:
+        SSLGAN._rows_with_rule_labels = every_row
+    assert set(held_terms) == set(all_terms) >= {"rule_based", "rule_to_exclusive"}
+    for name in all_terms:
+        assert float(held_terms[name]) == pytest.approx(float(all_terms[name]), rel=1e-5), name
+    for held_gradient, all_gradient in zip(held_gradients, all_gradients):
+        np.testing.assert_allclose(tf.convert_to_tensor(held_gradient).numpy(),
+                                   tf.convert_to_tensor(all_gradient).numpy(), atol=1e-6)
