@@ -4,13 +4,16 @@ Generates N products (the scale generator over the real Shopify taxonomy, 2% of 
 human label, as ``benchmarks.end_to_end`` loads them), runs the preprocessing job once, then
 trains each model type for ``--epochs`` epochs (early stopping off, so both revisions run
 the same epochs) with ``python -m trainer.controller train`` — this revision's, and with
-``--compare-rev REV`` an earlier revision's on the same TFRecords, in the same run. Prints
-per model type and revision: the trainer's own seconds (from building the model to the last
-epoch's validation scoring, without process start-up), training rows per second, peak RSS,
-and the validation score the last epoch reached; then the ratios.
+``--compare-rev REV`` an earlier revision's on the same TFRecords, in the same run; with
+``--repeats N`` each N times, the revisions taking turns (this machine's run-to-run spread is
+larger than many changes: the medians are printed). Prints per model type and revision: the
+trainer's own seconds (from building the model to the last epoch's validation scoring,
+without process start-up), training rows per second over those seconds, the steady rate of
+the epochs after the first (the trainer's ``rows_per_second``: its steps only; "-" from a
+revision that does not report it), peak RSS and the best validation score; then the ratios.
 
     .venvs/ml/bin/python -m benchmarks.train_benchmark --n 100000 [--epochs 3]
-        [--model-types ssl_gan,dnn] [--compare-rev REV]
+        [--model-types ssl_gan,dnn] [--compare-rev REV] [--repeats N]
 """
 from __future__ import annotations
 
@@ -50,10 +53,13 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model-types", default="ssl_gan,dnn")
     parser.add_argument("--compare-rev", help="also train with this revision's trainer, first")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train each revision this many times, taking turns (medians)")
     args = parser.parse_args(argv)
     model_types = [m for m in args.model_types.split(",") if m]
-    if args.n < 100 or args.epochs < 1 or not model_types:
-        parser.error("--n must be at least 100, --epochs positive, --model-types not empty")
+    if args.n < 100 or args.epochs < 1 or args.repeats < 1 or not model_types:
+        parser.error("--n must be at least 100, --epochs and --repeats positive, "
+                     "--model-types not empty")
     if args.compare_rev and not is_revision(args.compare_rev):
         parser.error(f"--compare-rev {args.compare_rev!r}: no such revision in {REPO}")
     revisions: list[tuple[str, Path]] = []
@@ -72,37 +78,68 @@ def main(argv=None) -> None:
         if args.compare_rev:
             revisions.append((args.compare_rev, stack.enter_context(worktree(args.compare_rev))))
         revisions.append(("this revision", REPO))
-        results = {}
+        results: dict[tuple[str, str], list[dict]] = {}
         for model_type in model_types:
-            for name, code in revisions:
-                print(f"training {model_type} ({name}) ...", flush=True)
-                # each revision from scratch: with the same hyperparameters the later one
-                # would otherwise go on from the earlier one's checkpoint
-                shutil.rmtree(Path(paths.checkpoints("none")).parent, ignore_errors=True)
-                results[model_type, name] = result = result_of(
-                    [sys.executable, "-m", "trainer.controller", "train", "--run-id", RUN_ID,
-                     "--model-type", model_type, "--epochs", str(args.epochs),
-                     "--early-stopping-patience", str(args.epochs + 1)],
-                    {**env, "PYTHONPATH": str(code)}, code)
-                if result["resumed_at_epoch"]:
-                    raise RuntimeError(f"{model_type} ({name}) resumed at epoch "
-                                       f"{result['resumed_at_epoch']}: not a measurement")
+            for repeat in range(args.repeats):
+                # the revisions take turns, the first one alternating, so that neither
+                # always runs first
+                for name, code in revisions if repeat % 2 == 0 else revisions[::-1]:
+                    print(f"training {model_type} ({name}, {repeat + 1} of {args.repeats}) ...",
+                          flush=True)
+                    results.setdefault((model_type, name), []).append(
+                        train_once(paths, env, model_type, args.epochs, name, code))
+    report(args, counts, model_types, results)
+
+
+def train_once(paths: RunPaths, env: dict, model_type: str, epochs: int, name: str,
+               code: Path) -> dict:
+    """One ``trainer.controller train`` from scratch with ``code``'s trainer; its result."""
+    # each run from scratch: with the same hyperparameters a later one would otherwise go
+    # on from an earlier one's checkpoint
+    shutil.rmtree(Path(paths.checkpoints("none")).parent, ignore_errors=True)
+    result = result_of(
+        [sys.executable, "-m", "trainer.controller", "train", "--run-id", RUN_ID,
+         "--model-type", model_type, "--epochs", str(epochs),
+         "--early-stopping-patience", str(epochs + 1)],
+        {**env, "PYTHONPATH": str(code)}, code)
+    if result["resumed_at_epoch"]:
+        raise RuntimeError(f"{model_type} ({name}) resumed at epoch "
+                           f"{result['resumed_at_epoch']}: not a measurement")
+    return result
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def report(args, counts: dict, model_types: list[str], results: dict) -> None:
     print(f"\n{args.n:,} products on {os.cpu_count()} cores: {counts['catalog_train']:,} training "
           f"products ({counts['exclusive_train']:,} with a human label, "
           f"{counts['rule_based_train']:,} with rule labels), {args.epochs} epochs")
-    print(f"{'model':<10}{'revision':<16}{'seconds':>9}{'rows/s':>9}{'peak MiB':>10}"
-          f"{'valid score':>13}")
-    for (model_type, name), result in results.items():
-        rows = result["rows_per_epoch"] * args.epochs
-        score = result.get("early_stopping", {}).get("best_valid_macro_f1", float("nan"))
-        print(f"{model_type:<10}{name:<16}{result['seconds']:>9.1f}"
-              f"{rows / result['seconds']:>9,.0f}{result.get('peak_rss_mib', 0):>10,.0f}"
-              f"{score:>13.3f}")
+    runs = f", median of {args.repeats} runs each" if args.repeats > 1 else ""
+    print(f"{'model':<10}{'revision':<16}{'seconds':>9}{'rows/s':>9}{'steady':>9}"
+          f"{'peak MiB':>10}{'valid score':>13}{runs}")
+    for (model_type, name), runs_of in results.items():
+        seconds = median([r["seconds"] for r in runs_of])
+        rows = runs_of[0]["rows_per_epoch"] * args.epochs
+        rates = [r["rows_per_second"] for r in runs_of if r.get("rows_per_second")]
+        steady = f"{median(rates):>9,.0f}" if rates else f"{'-':>9}"
+        scores = [r.get("early_stopping", {}).get("best_valid_macro_f1", float("nan"))
+                  for r in runs_of]
+        print(f"{model_type:<10}{name:<16}{seconds:>9.1f}{rows / seconds:>9,.0f}{steady}"
+              f"{median([r.get('peak_rss_mib', 0) for r in runs_of]):>10,.0f}"
+              f"{median(scores):>13.3f}")
+        if len(runs_of) > 1:
+            each = " ".join(f"{r['seconds']:.1f}" for r in runs_of)
+            print(f"{'':<26}each run: {each} s")
     if args.compare_rev:
         for model_type in model_types:
-            before = results[model_type, args.compare_rev]["seconds"]
-            after = results[model_type, "this revision"]["seconds"]
-            print(f"{model_type}: {before / after:.2f}x faster than {args.compare_rev}")
+            before = median([r["seconds"] for r in results[model_type, args.compare_rev]])
+            after = median([r["seconds"] for r in results[model_type, "this revision"]])
+            print(f"{model_type}: {before / after:.2f}x faster than {args.compare_rev} "
+                  f"(median seconds)")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
             "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
             "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
+            "epoch_seconds": result["epoch_seconds"], "rows_per_second": result["rows_per_second"],
             **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {}),
             **({"encoder_pretraining": pretrained} if pretrained else {}),
             "seconds": round(time.monotonic() - started, 2)}

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import time
 
 import keras
 import tensorflow as tf
@@ -106,17 +107,34 @@ def batches_for_epoch(batched, hparams: HParams):
     return lambda epoch: alternating
 
 
+def steady_rate(epoch_seconds: list[float], rows_per_epoch: int) -> float | None:
+    """Training rows a second once running: the median epoch's after the first (whose time
+    holds the step's tracing); the first's if it is the only one."""
+    steady = sorted(epoch_seconds[1:] or epoch_seconds)
+    if not steady:
+        return None
+    return round(rows_per_epoch / steady[len(steady) // 2], 1)
+
+
 class ProgressLines(keras.callbacks.Callback):
-    """``PRODCAT_PROGRESS`` lines while training: rows done of all epochs', rate, time left."""
+    """``PRODCAT_PROGRESS`` lines while training: rows done of all epochs', rate, time left;
+    ``epoch_seconds``: each epoch's training time, its steps only (this callback's epoch end
+    comes before the validation scoring of the callbacks after it)."""
 
     def __init__(self, progress, rows_per_step: int, steps_per_epoch: int, first_epoch: int):
         super().__init__()
         self.progress, self.rows_per_step = progress, rows_per_step
         self.steps_per_epoch, self.epoch = steps_per_epoch, first_epoch
         self.resumed_rows = first_epoch * steps_per_epoch * rows_per_step
+        self.epoch_seconds: list[float] = []
+        self._epoch_started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_seconds.append(time.perf_counter() - self._epoch_started)
 
     def on_train_batch_end(self, batch, logs=None):
         done = (self.epoch * self.steps_per_epoch + batch + 1) * self.rows_per_step
@@ -195,8 +213,8 @@ def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_d
     history: dict[str, list[float]] = {}
     progress = Progress(f"train {hparams.model_type}",
                         (hparams.epochs - done) * steps * hparams.batch_size, "rows")
-    callbacks = [board, ProgressLines(progress, hparams.batch_size, steps, done)] + (
-        [best] if best is not None else [])
+    lines = ProgressLines(progress, hparams.batch_size, steps, done)
+    callbacks = [board, lines] + ([best] if best is not None else [])
     for epoch in range(done, hparams.epochs):
         result = model.fit(dataset_for_epoch(epoch), epochs=epoch + 1, initial_epoch=epoch,
                            steps_per_epoch=steps, callbacks=callbacks, verbose=2)
@@ -209,7 +227,9 @@ def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_d
             log.info("early stop after epoch %d: validation macro-F1 best at epoch %d",
                      epoch + 1, best.best_epoch + 1)
             break
-    outcome = {"resumed_at_epoch": done, "history": history}
+    outcome = {"resumed_at_epoch": done, "history": history,
+               "epoch_seconds": [round(t, 3) for t in lines.epoch_seconds],
+               "rows_per_second": steady_rate(lines.epoch_seconds, steps * hparams.batch_size)}
     if best is not None and best.scores:
         best.restore_best()
         outcome["early_stopping"] = {"best_epoch": done + best.best_epoch + 1,

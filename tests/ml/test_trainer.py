@@ -165,7 +165,12 @@ def test_a_checkpoint_is_reused_only_on_the_same_preprocessing_output(tmp_path, 
 
     first = train()
     assert first["resumed_at_epoch"] == 0
-    assert train()["resumed_at_epoch"] == 1  # the same output: nothing left to train
+    # the epoch's training time, and the rate of its rows
+    assert len(first["epoch_seconds"]) == 1 and first["epoch_seconds"][0] > 0
+    assert first["rows_per_second"] > 0
+    resumed = train()
+    assert resumed["resumed_at_epoch"] == 1  # the same output: nothing left to train
+    assert resumed["epoch_seconds"] == [] and resumed["rows_per_second"] is None
     # preprocess again, with a shard of an older layout lying around: it goes, and the
     # checkpoint made on the old vocabularies is not reused
     stale = paths.tfrecords("catalog", "train") + "-00007-of-00009"
@@ -193,3 +198,12 @@ def test_each_predict_of_a_run_is_a_newer_prediction_set_and_a_newer_run_newer_s
     storage.write_json(newer.manifest, {**storage.read_json(older.manifest),
                                         "created_at": "2999-01-01T00:00:00+00:00"})
     assert first < second < next_prediction_version(newer)
+
+
+def test_the_steady_rate_leaves_the_first_epoch_out_and_takes_the_median():
+    from trainer.training import steady_rate
+
+    # the first epoch traces the step: slow, and not counted
+    assert steady_rate([30.0, 4.0, 5.0, 4.0], 1000) == 250.0
+    assert steady_rate([8.0], 1000) == 125.0  # one epoch: its own rate
+    assert steady_rate([], 1000) is None
