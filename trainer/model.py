@@ -5,6 +5,11 @@ head per objective (softmax for ``exclusive``, sigmoid for ``rule_based``).
 ``wide_deep`` (a linear part on the sparse inputs added to the DNN's logits) are
 the baselines of the semi-supervised GAN in ``ssl_gan.py``, which reuses the same
 input towers and heads.
+
+As the SSL-GAN, a supervised model trains on the rule-based head's logits (its loss,
+``RuleBasedCrossEntropy``, reads the input pipeline's sparse targets as they are) and is
+saved as ``classifier(model)``, which adds the sigmoid: what evaluation, prediction and
+export load answers with probabilities.
 """
 from __future__ import annotations
 
@@ -19,7 +24,23 @@ from trainer.optimizers import LazyAdam
 if TYPE_CHECKING:  # the model code itself stays free of TensorFlow
     from trainer.accelerators import Accelerator
 
-LOSSES = {"exclusive": "sparse_categorical_crossentropy", "rule_based": "binary_crossentropy"}
+@keras.saving.register_keras_serializable(package="prodcat")
+class RuleBasedCrossEntropy(keras.losses.Loss):
+    """Per row, the mean binary cross-entropy over the rule-based categories, from the
+    head's logits; the targets dense 0/1 or a TensorFlow ``SparseTensor`` (read as it is,
+    ``trainer.sparse_targets``: no dense [batch, categories] target)."""
+
+    def call(self, y_true, y_pred):
+        if is_sparse(y_true):
+            from trainer.sparse_targets import mean_bce_rows  # TensorFlow: its pipeline's targets
+
+            return mean_bce_rows(y_true, y_pred)
+        return keras.ops.mean(keras.ops.binary_crossentropy(y_true, y_pred, from_logits=True),
+                              axis=-1)
+
+
+def losses() -> dict:
+    return {"exclusive": "sparse_categorical_crossentropy", "rule_based": RuleBasedCrossEntropy()}
 
 
 def is_sparse(value) -> bool:
@@ -147,8 +168,10 @@ def hidden_stack(x, hparams: HParams, prefix: str = "hidden"):
 
 
 def heads(trunk, hparams: HParams, classes: dict[str, int], wide: Parts | None = None) -> dict:
-    """One probability output per objective; ``wide`` adds a linear part to the logits."""
-    activations = {"exclusive": "softmax", "rule_based": "sigmoid"}
+    """One output per objective: the exclusive classes' probabilities, the rule-based
+    categories' logits (``classifier`` adds their sigmoid); ``wide`` adds a linear part to
+    the logits."""
+    activations = {"exclusive": "softmax", "rule_based": "linear"}
     outputs = {}
     for objective in hparams.objectives:
         logits = dense_layer(trunk, classes[objective], f"{objective}_logits")
@@ -158,6 +181,16 @@ def heads(trunk, hparams: HParams, classes: dict[str, int], wide: Parts | None =
         outputs[objective] = keras.layers.Activation(activations[objective], name=objective,
                                                      dtype="float32")(logits)
     return outputs
+
+
+def classifier(model: keras.Model) -> keras.Model:
+    """A supervised model as it is saved: the same layers, the rule-based head's logits
+    turned into probabilities."""
+    outputs = dict(model.output)
+    if "rule_based" in outputs:
+        outputs["rule_based"] = keras.layers.Activation(
+            "sigmoid", name="rule_based_probabilities", dtype="float32")(outputs["rule_based"])
+    return keras.Model(model.input, outputs, name=model.name)
 
 
 def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, int],
@@ -175,7 +208,7 @@ def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, in
         raise ValueError(f"{hparams.model_type!r} is not a supervised model type")
     model = keras.Model(inputs, outputs, name=f"prodcat_{hparams.model_type}")
     model.compile(optimizer=LazyAdam(hparams.learning_rate),
-                  loss={objective: LOSSES[objective] for objective in outputs},
+                  loss={objective: losses()[objective] for objective in outputs},
                   jit_compile=accelerator.jit_compile if accelerator else False,
                   steps_per_execution=accelerator.steps_per_execution if accelerator else 1)
     return model

@@ -20,9 +20,9 @@ from shared_config.runs import next_prediction_version
 from trainer import accelerators, data, metrics, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
-from trainer.model import build_model, model_inputs
+from trainer.model import build_model, classifier, model_inputs
 from trainer.rule_classes import RuleClassMap
-from trainer.ssl_gan import SSLGAN, build_ssl_gan
+from trainer.ssl_gan import build_ssl_gan
 
 log = logging.getLogger("prodcat.trainer")
 MODEL_FILE, HPARAMS_FILE = "model.keras", "hparams.json"
@@ -81,14 +81,14 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             pretrained = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
                                                 hparams.encoder_pretrain_epochs)
     best = _early_stopping(paths, hparams, vocabs)
-    # the SSL-GAN's own losses read the rule targets sparse (a sample of categories needs
-    # them dense); Keras' compiled losses, the other models', read them dense
-    sparse_rules = hparams.model_type == "ssl_gan" and not hparams.rule_sampled_categories
+    # every model's rule-based loss reads the targets sparse (the SSL-GAN's sample of
+    # categories needs them dense)
+    sparse_rules = not hparams.rule_sampled_categories
     batched = data.parsed(rows, vocabs, hparams.objectives, sparse_rules=sparse_rules)
     result = training.fit(model, hparams, training.batches_for_epoch(batched, hparams),
                           per_epoch, model_dir, best, source)
-    classifier = model.classifier() if hparams.model_type == "ssl_gan" else model
-    _save_model(classifier, model_dir + MODEL_FILE)
+    _save_model(model.classifier() if hparams.model_type == "ssl_gan" else classifier(model),
+                model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
     return {"hparams_id": hparams.hparams_id, "model_dir": model_dir, "role": role,
             "preprocess_output_id": source,
@@ -135,18 +135,16 @@ def _rule_based_score(paths: RunPaths, hparams: HParams, vocabs):
     labels = np.concatenate([targets["rule_based"].numpy() for _, targets, _ in batches])
 
     def score(model):
-        scores = np.concatenate([_probabilities(model, model(inputs, training=False)["rule_based"])
+        # the model in training answers with the rule-based logits
+        scores = np.concatenate([_sigmoid(model(inputs, training=False)["rule_based"])
                                  for inputs, _, _ in batches])
         return metrics.rule_based_macro_f1(labels, scores, hparams.rule_threshold)
 
     return score
 
 
-def _probabilities(model, output) -> np.ndarray:
-    """The rule-based head's probabilities: the SSL-GAN itself answers with logits (its
-    ``classifier()`` adds the sigmoid), the supervised models with probabilities."""
-    values = np.asarray(output, dtype="float32")
-    return 1 / (1 + np.exp(-values)) if isinstance(model, SSLGAN) else values
+def _sigmoid(logits) -> np.ndarray:
+    return 1 / (1 + np.exp(-np.asarray(logits, dtype="float32")))
 
 
 def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") -> dict:

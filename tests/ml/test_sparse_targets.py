@@ -135,3 +135,33 @@ def test_the_rows_without_rule_labels_are_left_out_of_the_rule_head_with_the_sam
     for held_gradient, all_gradient in zip(held_gradients, all_gradients):
         np.testing.assert_allclose(tf.convert_to_tensor(held_gradient).numpy(),
                                    tf.convert_to_tensor(all_gradient).numpy(), atol=1e-6)
+
+
+def test_a_supervised_model_trains_on_sparse_rule_targets_and_is_saved_with_probabilities():
+    """The DNN's compiled rule-based loss reads sparse targets with the same loss and
+    gradients as dense ones; the model trains on logits and ``classifier`` adds the sigmoid."""
+    from trainer.model import ModelInput, build_model, classifier
+
+    rows = [[0, 1], [], [3, 4], [5], [2, 0]]
+    sparse, dense = sparse_and_dense(rows, len(RULES))
+    hparams = HParams(model_type="dnn", hidden_units=(8,), dropout=0.0, seed=3)
+    specs, classes = [ModelInput("x", "vector", 10)], {"exclusive": 4, "rule_based": len(RULES)}
+    x = {"x": tf.constant(np.random.default_rng(4).random((5, 10)), tf.float32)}
+    exclusive = tf.constant([0, 1, 2, 3, 0])
+    weights = {"exclusive": tf.ones(5), "rule_based": tf.constant([1.0, 0, 1, 1, 1])}
+    first = build_model(hparams, specs, classes)
+    second = build_model(hparams, specs, classes)
+    second.set_weights(first.get_weights())
+    losses = [model.train_on_batch(x, {"exclusive": exclusive, "rule_based": targets}, weights,
+                                   return_dict=True)
+              for model, targets in ((first, dense), (second, sparse))]
+    for name in losses[0]:
+        assert losses[1][name] == pytest.approx(losses[0][name], rel=1e-5), name
+    for after_dense, after_sparse in zip(first.get_weights(), second.get_weights()):
+        np.testing.assert_allclose(after_sparse, after_dense, atol=1e-6)  # the same step taken
+    logits = first(x)["rule_based"].numpy()
+    probabilities = classifier(first)(x)
+    np.testing.assert_allclose(probabilities["rule_based"].numpy(), 1 / (1 + np.exp(-logits)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(probabilities["exclusive"].numpy(),
+                               first(x)["exclusive"].numpy(), rtol=1e-6)
