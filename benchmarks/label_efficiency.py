@@ -68,6 +68,12 @@ VARIANTS = {
     "consistency 1.0 (words dropped 0.5, sharpened 0.4, sure 0.3)": {
         "consistency_weight": 1.0, "consistency_drop": 0.5, "consistency_temperature": 0.4,
         "consistency_threshold": 0.3},
+    # the network's own shape and pace, as a practitioner would tune them
+    "shape: learning rate 0.003": {"learning_rate": 3e-3},
+    "shape: learning rate 0.0003": {"learning_rate": 3e-4},
+    "shape: dropout 0.5": {"dropout": 0.5},
+    "shape: a hidden layer of 512": {"hidden_units": (512,)},
+    "shape: two hidden layers (256, 128)": {"hidden_units": (256, 128)},
 }
 
 

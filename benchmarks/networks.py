@@ -57,9 +57,9 @@ def hparams_for(method: str, seed: int, options: dict) -> HParams:
                        **BENCHMARK_SHAPE)
     use_rules = method in ("ssl_gan_rules", "net_rules")
     extra = {**options, **({"real_fake_weight": 0.0} if method.startswith("net_") else {})}
-    return HParams(model_type="ssl_gan", seed=seed, **BENCHMARK_SHAPE,
-                   objectives=("exclusive", "rule_based") if use_rules else ("exclusive",),
-                   **extra)
+    # a variant may change the benchmark's shape too (its hidden layers, dropout)
+    return HParams(model_type="ssl_gan", seed=seed, **{**BENCHMARK_SHAPE, **extra},
+                   objectives=("exclusive", "rule_based") if use_rules else ("exclusive",))
 
 
 def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,

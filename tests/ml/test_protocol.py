@@ -149,3 +149,15 @@ def test_without_two_labelled_classes_the_peer_steps_aside(tmp_path, monkeypatch
     monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
     result = peer.fit_peer(paths)
     assert "one class" in result["skipped"] and "objectives" not in result
+
+
+def test_a_benchmark_variant_may_change_the_networks_shape():
+    from benchmarks.networks import BENCHMARK_SHAPE, hparams_for
+
+    shaped = hparams_for("ssl_gan_rules", 0, {"dropout": 0.5, "hidden_units": (512,)})
+    assert shaped.dropout == 0.5 and shaped.hidden_units == (512,)
+    assert shaped.batch_size == BENCHMARK_SHAPE["batch_size"]  # the rest of the shape stays
+    plain = hparams_for("net_rules", 1, {})
+    assert (plain.dropout, plain.hidden_units) == (BENCHMARK_SHAPE["dropout"],
+                                                   BENCHMARK_SHAPE["hidden_units"])
+    assert plain.real_fake_weight == 0 and plain.objectives == ("exclusive", "rule_based")
