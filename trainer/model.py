@@ -24,28 +24,34 @@ from trainer.optimizers import LazyAdam
 if TYPE_CHECKING:  # the model code itself stays free of TensorFlow
     from trainer.accelerators import Accelerator
 
-@keras.saving.register_keras_serializable(package="prodcat")
-class RuleBasedCrossEntropy(keras.losses.Loss):
-    """Per row, the mean binary cross-entropy over the rule-based categories, from the
-    head's logits; the targets dense 0/1 or a TensorFlow ``SparseTensor`` (read as it is,
-    ``trainer.sparse_targets``: no dense [batch, categories] target)."""
-
-    def call(self, y_true, y_pred):
-        if is_sparse(y_true):
-            from trainer.sparse_targets import mean_bce_rows  # TensorFlow: its pipeline's targets
-
-            return mean_bce_rows(y_true, y_pred)
-        return keras.ops.mean(keras.ops.binary_crossentropy(y_true, y_pred, from_logits=True),
-                              axis=-1)
-
-
-def losses() -> dict:
-    return {"exclusive": "sparse_categorical_crossentropy", "rule_based": RuleBasedCrossEntropy()}
-
 
 def is_sparse(value) -> bool:
     """A TensorFlow ``SparseTensor`` (sparse text inputs, the input pipeline's sparse rule targets)."""
     return hasattr(value, "dense_shape")
+
+
+def mean_rule_bce(targets, logits):
+    """Per row, the mean binary cross-entropy over the rule-based categories, from their
+    logits; ``targets`` dense 0/1 or a TensorFlow ``SparseTensor``, which
+    ``trainer.sparse_targets`` reads without making it dense."""
+    if is_sparse(targets):
+        from trainer.sparse_targets import mean_bce_rows  # TensorFlow: its pipeline's targets
+
+        return mean_bce_rows(targets, logits)
+    return keras.ops.mean(keras.ops.binary_crossentropy(targets, logits, from_logits=True),
+                          axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="prodcat")
+class RuleBasedCrossEntropy(keras.losses.Loss):
+    """The rule-based head's compiled loss: ``mean_rule_bce`` of its logits, the targets
+    dense or sparse."""
+
+    def call(self, y_true, y_pred):
+        return mean_rule_bce(y_true, y_pred)
+
+
+LOSSES = {"exclusive": "sparse_categorical_crossentropy", "rule_based": RuleBasedCrossEntropy()}
 
 
 @keras.saving.register_keras_serializable(package="prodcat")
@@ -208,7 +214,7 @@ def build_model(hparams: HParams, specs: list[ModelInput], classes: dict[str, in
         raise ValueError(f"{hparams.model_type!r} is not a supervised model type")
     model = keras.Model(inputs, outputs, name=f"prodcat_{hparams.model_type}")
     model.compile(optimizer=LazyAdam(hparams.learning_rate),
-                  loss={objective: losses()[objective] for objective in outputs},
+                  loss={objective: LOSSES[objective] for objective in outputs},
                   jit_compile=accelerator.jit_compile if accelerator else False,
                   steps_per_execution=accelerator.steps_per_execution if accelerator else 1)
     return model

@@ -25,7 +25,14 @@ import keras
 from keras import ops
 
 from trainer.hparams import HParams
-from trainer.model import ModelInput, dense_layer, hidden_stack, input_towers, is_sparse
+from trainer.model import (
+    ModelInput,
+    dense_layer,
+    hidden_stack,
+    input_towers,
+    is_sparse,
+    mean_rule_bce,
+)
 from trainer.optimizers import LazyAdam
 from trainer.rule_classes import RuleClassMap
 
@@ -127,13 +134,9 @@ def rule_based_bce(targets, logits, column_weights=None, categories=None):
 
     ``targets`` may be a TensorFlow ``SparseTensor`` (every category, no sample):
     ``trainer.sparse_targets`` reads it without making it dense."""
-    if is_sparse(targets):
-        from trainer.sparse_targets import mean_bce_rows  # TensorFlow: its pipeline's targets
-
-        return mean_bce_rows(targets, logits)
-    bce = ops.binary_crossentropy(targets, logits, from_logits=True)
     if column_weights is None:
-        return ops.mean(bce, axis=-1)
+        return mean_rule_bce(targets, logits)
+    bce = ops.binary_crossentropy(targets, logits, from_logits=True)
     return ops.sum(bce * column_weights, axis=-1) / ops.cast(categories, "float32")
 
 
