@@ -8,7 +8,7 @@ budget and seed, for the one table printed. Macro-F1 is scikit-learn's
 (``trainer.metrics.macro_f1``), the trainer's own definition.
 
 Methods: the tuned scikit-learn peers of ``benchmarks/peers.py`` (``logreg``,
-``self_training``, ``label_spreading``, ``weak_supervision``) and prodcat's
+``self_training``, ``label_spreading``, ``weak_supervision``, ``weak_self_training``) and prodcat's
 networks of ``benchmarks/networks.py`` (``dnn``, ``ssl_gan``, ``ssl_gan_rules``
 -- prodcat's default model --, and the GAN-less twins ``net_supervised``,
 ``net_rules``). Fashion-MNIST (``--dataset fashion_mnist``): no rules, so the
@@ -43,7 +43,7 @@ import numpy as np
 from benchmarks import label_data, networks, peers
 from trainer.metrics import macro_f1
 
-RULE_METHODS = ("weak_supervision", "ssl_gan_rules", "net_rules")
+RULE_METHODS = ("weak_supervision", "weak_self_training", "ssl_gan_rules", "net_rules")
 METHODS = (*peers.PEERS, *networks.NETWORKS)
 BUDGETS = {"reviews": (0.01, 0.02, 0.05, 0.10, 1.0), "fashion_mnist": (100, 1000)}
 # What was tried on prodcat's model (options of trainer/hparams.py), each against the
@@ -68,6 +68,9 @@ VARIANTS = {
     "consistency 1.0 (words dropped 0.5, sharpened 0.4, sure 0.3)": {
         "consistency_weight": 1.0, "consistency_drop": 0.5, "consistency_temperature": 0.4,
         "consistency_threshold": 0.3},
+    "no self-training (self_training_per_class 0)": {"self_training_per_class": 0},
+    "self-training: 25 pseudo-labels a class": {"self_training_per_class": 25},
+    "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},
     # the network's own shape and pace, as a practitioner would tune them
     "shape: learning rate 0.003": {"learning_rate": 3e-3},
     "shape: learning rate 0.0003": {"learning_rate": 3e-4},

@@ -8,7 +8,8 @@
   (``real_fake_weight=0``), the GAN-less twins that show what the GAN adds.
 
 Every network stops early on validation macro-F1 (the best epoch's weights are
-kept), as the trainer does with ``--early-stopping-patience``.
+kept), as the trainer does with ``--early-stopping-patience``, and the SSL-GAN's
+self-train as the trainer does (``self_training_per_class``).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from benchmarks.label_data import DataSet
 from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
 from trainer.rule_classes import RuleClassMap
+from trainer.self_training import pick_per_class, softmax
 from trainer.ssl_gan import build_ssl_gan
 from trainer.training import BestOnValidation
 
@@ -64,22 +66,46 @@ def hparams_for(method: str, seed: int, options: dict) -> HParams:
 
 def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
                 options: dict | None = None, max_epochs: int = MAX_EPOCHS) -> dict:
-    """Train one network; ``{"valid": predicted, "test": predicted, "epochs": n}``."""
-    keras.utils.set_random_seed(seed)
+    """Train one network; ``{"valid": predicted, "test": predicted, "epochs": n, ...}``.
+
+    With self-training (the SSL-GAN's ``self_training_per_class``, as the trainer does it):
+    the first network's surest predictions on the unlabelled training rows, so many per
+    class, become labels of a second, fresh network, whose predictions are the answer."""
     hparams = hparams_for(method, seed, options or {})
-    x_train, x_valid, x_test = dense(data.train.x), dense(data.valid.x), dense(data.test.x)
+    y = data.train.y
+    model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs)
+    extra = {}
+    if method != "dnn" and hparams.self_training_per_class and not labelled.all():
+        logits = np.concatenate([np.asarray(model({"x": part}, training=False)["exclusive"])
+                                 for part in np.array_split(dense(data.train.x),
+                                                            max(1, len(y) // 4096))])
+        picked = pick_per_class(softmax(logits), labelled, hparams.self_training_per_class)
+        y = np.where(picked, logits.argmax(axis=1), y)
+        extra = {"pseudo_labels": int(picked.sum()),
+                 "pseudo_right": float(np.mean(y[picked] == data.train.y[picked]))
+                 if picked.any() else None, "first_epochs": len(best.scores)}
+        model, best = _fit(method, data, y, labelled | picked, seed, hparams, max_epochs)
+    x_valid, x_test = dense(data.valid.x), dense(data.test.x)
+    return {"valid": _predicted(model, x_valid), "test": _predicted(model, x_test),
+            "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
+
+
+def _predicted(model, x) -> np.ndarray:
+    return np.asarray(model({"x": x}, training=False)["exclusive"]).argmax(axis=1)
+
+
+def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,
+         hparams: HParams, max_epochs: int):
+    """A fresh network fitted on the training rows (``y`` the labels of the ``labelled``
+    ones), stopped early on validation; ``(model with its best epoch's weights, stopper)``."""
+    keras.utils.set_random_seed(seed)
+    x_train, x_valid = dense(data.train.x), dense(data.valid.x)
     specs = [ModelInput("x", "vector", x_train.shape[1])]
     use_rules = "rule_based" in hparams.objectives and data.has_rules
     n_rules = len(data.rule_categories) if data.has_rules else 1
     classes = {"exclusive": len(data.classes), "rule_based": n_rules}
-    y = data.train.y
     rules = data.train.rules if use_rules else None
-
-    def predict(model):
-        out = model({"x": x_valid}, training=False)["exclusive"]
-        return np.asarray(out).argmax(axis=1)
-
-    best = BestOnValidation(predict, data.valid.y, PATIENCE)
+    best = BestOnValidation(lambda model: _predicted(model, x_valid), data.valid.y, PATIENCE)
     steps = len(y) // BATCH
     if method == "dnn":
         model = build_model(hparams, specs, classes)
@@ -104,6 +130,4 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
             [hparams.labelled_share, 1 - hparams.labelled_share], seed=seed).batch(BATCH)
         model.fit(batches, steps_per_epoch=steps, epochs=max_epochs, callbacks=[best], verbose=0)
     best.restore_best()
-    test = np.asarray(model({"x": x_test}, training=False)["exclusive"]).argmax(axis=1)
-    return {"valid": predict(model), "test": test, "epochs": len(best.scores),
-            "best_epoch": best.best_epoch + 1}
+    return model, best

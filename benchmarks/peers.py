@@ -12,7 +12,12 @@ hyperparameters by macro-F1 on the validation split, as a practitioner would.
 - ``weak_supervision``: the rules as labels: a product whose rule categories name
   exactly one exclusive class (through the category tree) gets it as a
   pseudo-label, human labels win where both exist; the balanced logistic
-  regression on both, ``C`` and the pseudo-labels' weight searched.
+  regression on both, ``C`` and the pseudo-labels' weight searched;
+- ``weak_self_training``: that model, then one round of the class-balanced
+  self-training prodcat's network gets (``trainer/self_training.py``): its surest
+  predictions on the unlabelled training rows, so many per class, join the labels
+  (weight 1, in place of their rules' pseudo-label), the number per class (none
+  among the choices) and ``C`` searched.
 """
 from __future__ import annotations
 
@@ -24,8 +29,10 @@ from scipy import sparse
 from benchmarks.label_data import DataSet
 from trainer.metrics import macro_f1
 from trainer.peer import balanced_logreg, tune
+from trainer.self_training import pick_per_class
 
-PEERS = ("logreg", "self_training", "label_spreading", "weak_supervision")
+PEERS = ("logreg", "self_training", "label_spreading", "weak_supervision", "weak_self_training")
+PER_CLASS = (25, 50, 100)  # weak_self_training's pseudo-labels per class
 PSEUDO_WEIGHTS = (0.1, 0.3, 1.0)
 THRESHOLDS = (0.2, 0.35, 0.5, 0.7)  # 20 classes: a confident prediction is often under 0.5
 SPREADING = ((7, 0.2), (7, 0.8), (20, 0.2), (20, 0.8))
@@ -56,15 +63,34 @@ def run_peer(method: str, data: DataSet, labelled: np.ndarray, seed: int) -> dic
         if method == "logreg":
             return _best([({"C": c}, lambda c=c: balanced_logreg(c, seed).fit(x_lab, y_lab))
                           for c in _grid(labelled)], data)
-        if method == "weak_supervision":
+        if method in ("weak_supervision", "weak_self_training"):
             pseudo = (~labelled) & (train.pseudo >= 0)
-            x = sparse.vstack([x_lab, train.x[pseudo]]) if sparse.issparse(x_lab) else \
-                np.concatenate([x_lab, train.x[pseudo]])
-            y = np.concatenate([y_lab, train.pseudo[pseudo]])
-            return _best([({"C": c, "pseudo_weight": w}, lambda c=c, w=w: balanced_logreg(
-                c, seed).fit(x, y, sample_weight=np.concatenate(
-                    [np.ones(len(y_lab)), np.full(pseudo.sum(), w)])))
-                for c in _grid(labelled) for w in PSEUDO_WEIGHTS], data)
+
+            def fit(c, w, picked=None, y_picked=None):
+                rules = pseudo if picked is None else pseudo & ~picked
+                parts = [labelled, rules] + ([] if picked is None else [picked])
+                x = sparse.vstack([train.x[p] for p in parts])
+                y = np.concatenate([y_lab, train.pseudo[rules]] +
+                                   ([] if picked is None else [y_picked[picked]]))
+                weights = np.concatenate([np.ones(len(y_lab)), np.full(rules.sum(), w)] + (
+                    [] if picked is None else [np.ones(picked.sum())]))
+                return balanced_logreg(c, seed).fit(x, y, sample_weight=weights)
+            weak = _best([({"C": c, "pseudo_weight": w}, lambda c=c, w=w: fit(c, w))
+                          for c in _grid(labelled) for w in PSEUDO_WEIGHTS], data)
+            if method == "weak_supervision":
+                return weak
+            c, w = weak["choice"]["C"], weak["choice"]["pseudo_weight"]
+            model = fit(c, w)
+            probabilities = model.predict_proba(train.x)
+            predicted = model.classes_[probabilities.argmax(axis=1)]
+            candidates = []
+            for k in PER_CLASS:
+                picked = pick_per_class(probabilities, labelled, k)
+                candidates += [({"C": c2, "pseudo_weight": w, "per_class": k},
+                                lambda c2=c2, picked=picked: fit(c2, w, picked, predicted))
+                               for c2 in _grid(labelled)]
+            # no self-training stays a candidate: the search may find it does not pay
+            return _best([(weak["choice"], lambda: model), *candidates], data)
         if method == "self_training":
             from sklearn.semi_supervised import SelfTrainingClassifier
 

@@ -90,12 +90,25 @@ def _multi_hot_sparse(ids: tf.SparseTensor, width: int) -> tf.SparseTensor:
     return multi_hot
 
 
-def to_targets(batch: dict, objectives, vocabs: Vocabularies, sparse_rules: bool = False):
+def pseudo_label_table(labels: dict[str, int]):
+    """A lookup table, product id -> exclusive class index (-1 for any other product)."""
+    keys = tf.constant(list(labels) or [""], tf.string)
+    values = tf.constant(list(labels.values()) or [-1], tf.int64)
+    return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), -1)
+
+
+def to_targets(batch: dict, objectives, vocabs: Vocabularies, sparse_rules: bool = False,
+               pseudo_labels=None):
     """``(targets, weights)``; with ``sparse_rules`` the rule-based multi-hot vector is a
-    ``tf.SparseTensor`` (the SSL-GAN reads it so), else dense (Keras' compiled losses)."""
+    ``tf.SparseTensor`` (the SSL-GAN reads it so), else dense (Keras' compiled losses).
+    ``pseudo_labels`` (``pseudo_label_table``): the exclusive class of products without a
+    human label, by id (self-training); a human label always wins."""
     targets, weights = {}, {}
     if "exclusive" in objectives:
         label = batch["exclusive_label"]
+        if pseudo_labels is not None:
+            label = tf.where(label >= 0, label,
+                             tf.cast(pseudo_labels.lookup(batch["id"]), label.dtype))
         targets["exclusive"] = tf.maximum(label, 0)
         weights["exclusive"] = tf.cast(label >= 0, tf.float32)
     if "rule_based" in objectives:
@@ -117,7 +130,7 @@ def raw_batches(files: list[str], vocabs: Vocabularies, batch_size: int):
 
 
 def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False,
-           sparse_rules: bool = False):
+           sparse_rules: bool = False, pseudo_labels=None):
     """serialized examples (a batch) -> ``inputs`` (with ``ids``, or ``targets, weights``
     when objectives are given): parsing happens once per batch, never per row."""
     spec = vocabs.tft_output.transformed_feature_spec()
@@ -128,7 +141,8 @@ def parser(vocabs: Vocabularies, objectives=(), keep_ids: bool = False,
         if keep_ids:
             return inputs, batch["id"]
         if objectives:
-            targets, weights = to_targets(batch, objectives, vocabs, sparse_rules)
+            targets, weights = to_targets(batch, objectives, vocabs, sparse_rules,
+                                          pseudo_labels)
             return inputs, targets, weights
         return inputs
 
@@ -145,10 +159,11 @@ def records(files: list[str], shuffle: bool = False, repeat: bool = False, seed:
 
 
 def parsed(serialized_batches, vocabs: Vocabularies, objectives=(), keep_ids: bool = False,
-           sparse_rules: bool = False):
+           sparse_rules: bool = False, pseudo_labels=None):
     """Batches of serialized examples parsed and shaped for the model, in parallel."""
-    return serialized_batches.map(parser(vocabs, objectives, keep_ids, sparse_rules),
-                                  num_parallel_calls=tf.data.AUTOTUNE)
+    return serialized_batches.map(
+        parser(vocabs, objectives, keep_ids, sparse_rules, pseudo_labels),
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def dataset(files: list[str], vocabs: Vocabularies, batch_size: int, objectives=(),

@@ -17,7 +17,7 @@ from shared_config.categories import ancestors_and_self
 from shared_config.cli import Progress
 from shared_config.paths import CATALOG, OBJECTIVES, SPLITS, RunPaths
 from shared_config.runs import next_prediction_version
-from trainer import accelerators, data, metrics, training
+from trainer import accelerators, data, metrics, self_training, training
 from trainer.accelerators import Accelerator
 from trainer.hparams import HParams
 from trainer.model import build_model, classifier, model_inputs
@@ -60,21 +60,97 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     """Train ``hparams`` on the run's TFRecords; ``accelerator`` from ``accelerators.choose``.
 
     Training goes on from a checkpoint only if it was made on the same preprocessing
-    output; a model and a baseline live in different directories (``role``)."""
+    output; a model and a baseline live in different directories (``role``). With
+    self-training (the SSL-GAN's ``self_training_per_class``), a first network labels the
+    unlabelled products it is surest of and the model kept is a second, fresh network
+    trained with those pseudo-labels too; a restarted train that finds the pseudo-labels
+    goes on with the second."""
     keras.utils.set_random_seed(hparams.seed)
     accelerator = accelerator or accelerators.choose()
     vocabs = vocabularies(paths)
-    rows, per_epoch = training.training_rows(paths, hparams, _example_counts(paths))
-    with accelerator.strategy.scope():
-        model = build(hparams, vocabs, accelerator)
+    counts = _example_counts(paths)
     model_dir = paths.checkpoints(hparams.hparams_id, role)
     source = preprocess_output_id(paths)
     training.forget_stale_progress(model_dir, source)
     storage.write_json(model_dir + HPARAMS_FILE, hparams.to_dict())
     started = time.monotonic()
+    self_trains = _self_trains(hparams, counts)
+    pseudo_file = model_dir + PSEUDO_LABELS_FILE
+    if self_trains and storage.exists(pseudo_file) and \
+            storage.read_json(pseudo_file).get("source") != source:
+        log.warning("the pseudo-labels in %s were made on another preprocessing output: "
+                    "self-training starts afresh", model_dir)
+        storage.remove(pseudo_file)
+        if storage.exists(model_dir + SELF_TRAINING_DIR):
+            storage.remove(model_dir + SELF_TRAINING_DIR)
+    if self_trains and storage.exists(pseudo_file):
+        pseudo = storage.read_json(pseudo_file)
+        log.info("self-training: %d pseudo-labels found in %s", len(pseudo["labels"]), model_dir)
+    else:
+        model, result, pretrained = _train_round(paths, hparams, vocabs, accelerator, counts,
+                                                 model_dir, source)
+    if self_trains:
+        if not storage.exists(pseudo_file):
+            names = vocabs.labels("exclusive")
+            labels, seen = self_training.label_catalogue(
+                model, data.tfrecord_files(paths, CATALOG, "train"), vocabs,
+                hparams.self_training_per_class, counts.get(f"{CATALOG}_train"))
+            pseudo = {"source": source, "per_class": hparams.self_training_per_class,
+                      "unlabelled_products": seen, "first_round": _round_summary(result),
+                      "labels": {product: names[label] for product, label in labels.items()}}
+            storage.write_json(pseudo_file, pseudo)
+        log.info("self-training: %d pseudo-labels (%d a class at most) of %d unlabelled "
+                 "products; training the second network", len(pseudo["labels"]),
+                 pseudo["per_class"], pseudo["unlabelled_products"])
+        index = {name: i for i, name in enumerate(vocabs.labels("exclusive"))}
+        labels = {product: index[name] for product, name in pseudo["labels"].items()}
+        keras.utils.set_random_seed(hparams.seed)
+        model, result, pretrained = _train_round(paths, hparams, vocabs, accelerator, counts,
+                                                 model_dir + SELF_TRAINING_DIR, source, labels)
+    _save_model(model.classifier() if hparams.model_type == "ssl_gan" else classifier(model),
+                model_dir + MODEL_FILE)
+    losses = {name: values[-1] for name, values in result["history"].items()}
+    return {"hparams_id": hparams.hparams_id, "model_dir": model_dir, "role": role,
+            "preprocess_output_id": source,
+            "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
+            "rows_per_epoch": result["rows_per_epoch"], "epochs": hparams.epochs,
+            "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
+            "epoch_seconds": result["epoch_seconds"], "rows_per_second": result["rows_per_second"],
+            **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {}),
+            **({"encoder_pretraining": pretrained} if pretrained else {}),
+            **({"self_training": {key: pseudo[key] for key in
+                                  ("per_class", "unlabelled_products", "first_round")}
+                | {"pseudo_labels": len(pseudo["labels"])}} if self_trains else {}),
+            "seconds": round(time.monotonic() - started, 2)}
+
+
+PSEUDO_LABELS_FILE, SELF_TRAINING_DIR = "pseudo_labels.json", "self_training/"
+
+
+def _self_trains(hparams: HParams, counts: dict) -> bool:
+    """Self-training needs the SSL-GAN, its exclusive head and some human labels to start from."""
+    return (hparams.model_type == "ssl_gan" and hparams.self_training_per_class > 0
+            and "exclusive" in hparams.objectives and counts.get("exclusive_train", 0) > 0)
+
+
+def _round_summary(result: dict) -> dict:
+    return {"rows_per_epoch": result["rows_per_epoch"], "epoch_seconds": result["epoch_seconds"],
+            **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {})}
+
+
+def _train_round(paths: RunPaths, hparams: HParams, vocabs, accelerator: Accelerator,
+                 counts: dict, round_dir: str, source: str, pseudo_labels: dict | None = None):
+    """Build a network and fit it, its progress kept under ``round_dir``;
+    ``(model, fit's outcome with rows_per_epoch, encoder pretraining's figures)``.
+    ``pseudo_labels``: {product id: class index} from self-training."""
+    pseudo_rows = self_training.examples_of(data.tfrecord_files(paths, CATALOG, "train"),
+                                            vocabs, pseudo_labels) if pseudo_labels else []
+    rows, per_epoch = training.training_rows(paths, hparams, counts, pseudo_rows)
+    with accelerator.strategy.scope():
+        model = build(hparams, vocabs, accelerator)
     pretrained = {}
     if hparams.model_type == "ssl_gan" and hparams.encoder_pretrain_epochs and \
-            not storage.exists(model_dir + "training/" + training.PROGRESS_FILE):
+            not storage.exists(round_dir + "training/" + training.PROGRESS_FILE):
         pool = data.parsed(training.rows_of(paths, CATALOG, hparams).batch(hparams.batch_size),
                            vocabs, hparams.objectives)
         with accelerator.strategy.scope():
@@ -84,21 +160,12 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     # every model's rule-based loss reads the targets sparse (the SSL-GAN's sample of
     # categories needs them dense)
     sparse_rules = not hparams.rule_sampled_categories
-    batched = data.parsed(rows, vocabs, hparams.objectives, sparse_rules=sparse_rules)
+    table = data.pseudo_label_table(pseudo_labels) if pseudo_labels else None
+    batched = data.parsed(rows, vocabs, hparams.objectives, sparse_rules=sparse_rules,
+                          pseudo_labels=table)
     result = training.fit(model, hparams, training.batches_for_epoch(batched, hparams),
-                          per_epoch, model_dir, best, source)
-    _save_model(model.classifier() if hparams.model_type == "ssl_gan" else classifier(model),
-                model_dir + MODEL_FILE)
-    losses = {name: values[-1] for name, values in result["history"].items()}
-    return {"hparams_id": hparams.hparams_id, "model_dir": model_dir, "role": role,
-            "preprocess_output_id": source,
-            "model_type": hparams.model_type, "accelerator": accelerator.describe(), "schedule": hparams.schedule,
-            "rows_per_epoch": per_epoch, "epochs": hparams.epochs,
-            "resumed_at_epoch": result["resumed_at_epoch"], "final_losses": losses,
-            "epoch_seconds": result["epoch_seconds"], "rows_per_second": result["rows_per_second"],
-            **({"early_stopping": result["early_stopping"]} if "early_stopping" in result else {}),
-            **({"encoder_pretraining": pretrained} if pretrained else {}),
-            "seconds": round(time.monotonic() - started, 2)}
+                          per_epoch, round_dir, best, source)
+    return model, {**result, "rows_per_epoch": per_epoch}, pretrained
 
 
 def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestOnValidation | None:

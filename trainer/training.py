@@ -62,13 +62,15 @@ def mixed_batches(sources: list, shares: list[float], batch_size: int):
     return tf.data.Dataset.zip(tuple(parts)).map(lambda *rows: tf.concat(rows, axis=0))
 
 
-def training_rows(paths: RunPaths, hparams: HParams, counts: dict):
+def training_rows(paths: RunPaths, hparams: HParams, counts: dict,
+                  pseudo_labelled: list[bytes] = ()):
     """``(batches of serialized examples, rows per epoch)``.
 
     Supervised models read the labelled rows, each objective an equal share of every
     batch, so the few human labels are not drowned by the many rule-based ones. The
     SSL-GAN reads every training product (the unlabelled ones feed the GAN) and
-    draws ``labelled_share`` of each batch from those with an exclusive label.
+    draws ``labelled_share`` of each batch from those with an exclusive label, the
+    ``pseudo_labelled`` products (serialized, self-training's) counting as labelled.
     """
     def rows(objective: str):
         return rows_of(paths, objective, hparams)
@@ -79,9 +81,18 @@ def training_rows(paths: RunPaths, hparams: HParams, counts: dict):
             raise RuntimeError(f"no training products at all: {counts}")
         if counts.get("exclusive_train", 0) == 0 or hparams.labelled_share == 0:
             return rows(CATALOG).batch(hparams.batch_size), pool
-        return mixed_batches([rows("exclusive"), rows(CATALOG)],
-                             [hparams.labelled_share, 1 - hparams.labelled_share],
-                             hparams.batch_size), pool
+        labelled, share = counts["exclusive_train"], hparams.labelled_share
+        if not pseudo_labelled:
+            return mixed_batches([rows("exclusive"), rows(CATALOG)], [share, 1 - share],
+                                 hparams.batch_size), pool
+        pseudo = tf.data.Dataset.from_tensor_slices(list(pseudo_labelled)).shuffle(
+            len(pseudo_labelled), seed=hparams.seed, reshuffle_each_iteration=True).repeat()
+        # the labelled share split between human- and pseudo-labelled rows as their numbers
+        return mixed_batches(
+            [rows("exclusive"), pseudo, rows(CATALOG)],
+            [share * labelled / (labelled + len(pseudo_labelled)),
+             share * len(pseudo_labelled) / (labelled + len(pseudo_labelled)), 1 - share],
+            hparams.batch_size), pool
     present = [o for o in hparams.objectives if counts.get(f"{o}_train", 0) > 0]
     if not present:
         raise RuntimeError(f"no training examples for {list(hparams.objectives)}: {counts}")

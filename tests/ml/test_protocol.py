@@ -161,3 +161,29 @@ def test_a_benchmark_variant_may_change_the_networks_shape():
     assert (plain.dropout, plain.hidden_units) == (BENCHMARK_SHAPE["dropout"],
                                                    BENCHMARK_SHAPE["hidden_units"])
     assert plain.real_fake_weight == 0 and plain.objectives == ("exclusive", "rule_based")
+
+
+def test_the_self_training_peer_chooses_on_validation_and_never_below_its_weak_model():
+    from scipy import sparse
+
+    from benchmarks import peers
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(0)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 2 + rng.normal(size=(n, 3)) + 2)
+        pseudo = np.where(rng.random(n) < 0.6, y, -1)  # rules: right where they speak
+        pseudo[rng.random(n) < 0.15] = 0  # ... but for some noise
+        return Split(x, y, np.arange(n).astype(str), pseudo=pseudo)
+
+    data = DataSet("toy", split(600), split(200), split(200), ["a", "b", "c"], ["r"])
+    labelled = np.zeros(600, bool)
+    labelled[:12] = True
+    weak = peers.run_peer("weak_supervision", data, labelled, 0)
+    self_trained = peers.run_peer("weak_self_training", data, labelled, 0)
+    assert set(self_trained["choice"]) >= {"C", "pseudo_weight"}
+    assert trainer_macro_f1(data.valid.y, self_trained["valid"]) >= \
+        trainer_macro_f1(data.valid.y, weak["valid"]) - 1e-9
+    assert len(self_trained["test"]) == 200

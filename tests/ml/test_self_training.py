@@ -1,0 +1,119 @@
+"""Self-training: which products get pseudo-labels, and the trainer's second network."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from shared_config import storage
+from shared_config.runs import create_run
+from store import demo_catalog
+from tests.ml.test_preprocessing import read_examples, run_job
+from trainer import data, self_training, task, training
+from trainer.controller import main as controller_main
+from trainer.hparams import HParams
+from trainer.self_training import PseudoLabeller, pick_per_class, softmax
+
+
+def test_pick_per_class_takes_the_surest_unlabelled_rows_of_each_class():
+    probabilities = np.array([
+        [0.9, 0.1, 0.0],  # class 0, labelled: never picked
+        [0.8, 0.2, 0.0],  # class 0, sure
+        [0.6, 0.4, 0.0],  # class 0, less sure: one too many
+        [0.1, 0.5, 0.4],  # class 1
+        [0.2, 0.3, 0.5],  # class 2, the only one
+        [0.7, 0.3, 0.0],  # class 0, between the two
+    ])
+    labelled = np.array([True, False, False, False, False, False])
+    picked = pick_per_class(probabilities, labelled, per_class=2)
+    assert picked.tolist() == [False, True, False, True, True, True]
+    assert pick_per_class(probabilities, labelled, per_class=1).tolist() == \
+        [False, True, False, True, True, False]
+
+
+def test_the_streamed_labeller_picks_what_the_whole_array_would():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(1_000, 7)) * 3
+    logits[100:120] = logits[99]  # ties: the product seen first wins, in both
+    labelled = rng.random(1_000) < 0.2
+    ids = [f"p{i}" for i in range(1_000)]
+    expected = pick_per_class(softmax(logits), labelled, per_class=15)
+    labeller = PseudoLabeller(per_class=15)
+    cuts = np.sort(rng.choice(np.arange(1, 1_000), 12, replace=False))
+    for part in np.split(np.arange(1_000), cuts):
+        labeller.add([ids[i] for i in part], logits[part], labelled[part])
+    labels = labeller.labels()
+    assert sorted(labels) == sorted(ids[i] for i in np.flatnonzero(expected))
+    assert all(labels[ids[i]] == logits[i].argmax() for i in np.flatnonzero(expected))
+    assert labeller.seen == int((~labelled).sum())
+    with pytest.raises(ValueError):
+        PseudoLabeller(0)
+
+
+def test_a_human_label_wins_over_a_pseudo_label():
+    table = data.pseudo_label_table({"a": 2, "b": 1})
+    batch = {"exclusive_label": tf.constant([-1, 0, -1], tf.int64),
+             "id": tf.constant(["a", "b", "c"])}
+    targets, weights = data.to_targets(batch, ("exclusive",), vocabs=None, pseudo_labels=table)
+    assert targets["exclusive"].numpy().tolist() == [2, 0, 0]
+    assert weights["exclusive"].numpy().tolist() == [1.0, 1.0, 0.0]
+
+
+def test_the_trainer_self_trains_with_pseudo_labels_of_unlabelled_training_products(
+        tmp_path, monkeypatch):
+    products = list(demo_catalog.generate(300, seed=4, exclusive_fraction=0.2))
+    for product in products:
+        product.pop("_true_category")
+    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
+    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
+    create_run(paths, {})
+    flags = ["train", "--run-id", "job", "--epochs", "2", "--self-training-per-class", "3"]
+    controller_main(flags)
+    result = storage.read_json(paths.stats_file("train"))
+    classes = len(task.vocabularies(paths).labels("exclusive"))
+    pseudo = storage.read_json(result["model_dir"] + task.PSEUDO_LABELS_FILE)
+    unlabelled = {e["id"].decode() for e in read_examples(paths, "catalog", "train")
+                  if e["exclusive_label"] < 0}
+    # pseudo-labels only for unlabelled training products, 3 a class at most
+    assert 0 < len(pseudo["labels"]) <= 3 * classes
+    assert set(pseudo["labels"]) <= unlabelled
+    assert pseudo["unlabelled_products"] == len(unlabelled)
+    per_class = {}
+    for name in pseudo["labels"].values():
+        per_class[name] = per_class.get(name, 0) + 1
+    assert max(per_class.values()) <= 3
+    assert result["self_training"]["pseudo_labels"] == len(pseudo["labels"])
+    assert result["self_training"]["first_round"]["rows_per_epoch"] == result["rows_per_epoch"]
+    # the second network's own progress, beside the first's
+    assert storage.exists(result["model_dir"] + task.SELF_TRAINING_DIR + "training/")
+    assert storage.exists(result["model_dir"] + task.MODEL_FILE)
+    # the second network's batches: a share of each from the pseudo-labelled products, with
+    # their pseudo-labels as targets
+    vocabs = task.vocabularies(paths)
+    names = vocabs.labels("exclusive")
+    labels = {p: names.index(name) for p, name in pseudo["labels"].items()}
+    rows = self_training.examples_of(data.tfrecord_files(paths, "catalog", "train"), vocabs,
+                                     labels)
+    assert len(rows) == len(labels)
+    hparams = HParams(epochs=2, self_training_per_class=3)
+    batches, _ = training.training_rows(paths, hparams, storage.read_json(
+        paths.example_counts), rows)
+    parse = data.parser(vocabs, ("exclusive",), pseudo_labels=data.pseudo_label_table(labels))
+    spec = vocabs.tft_output.transformed_feature_spec()
+    seen = 0
+    for serialized in batches.take(3):
+        ids = [i.decode() for i in tf.io.parse_example(serialized, spec)["id"].numpy()]
+        _, targets, weights = parse(serialized)
+        for product, target, weight in zip(ids, targets["exclusive"].numpy(),
+                                           weights["exclusive"].numpy()):
+            if product in labels:
+                seen += 1
+                assert target == labels[product] and weight == 1.0
+    assert seen >= 3
+    # a restarted train finds the pseudo-labels and the second network's progress
+    controller_main(flags)
+    again = storage.read_json(paths.stats_file("train"))
+    assert again["resumed_at_epoch"] == 2
+    assert storage.read_json(result["model_dir"] + task.PSEUDO_LABELS_FILE) == pseudo
