@@ -1,16 +1,13 @@
 """Self-training: which products get pseudo-labels, and the trainer's second network."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from shared_config import storage
-from shared_config.runs import create_run
-from store import demo_catalog
-from tests.ml.test_preprocessing import read_examples, run_job
+from tests.ml.test_preprocessing import read_examples
+from tests.ml.test_trainer import preprocessed_run
 from trainer import data, self_training, task, training
 from trainer.controller import main as controller_main
 from trainer.hparams import HParams
@@ -63,12 +60,7 @@ def test_a_human_label_wins_over_a_pseudo_label():
 
 def test_the_trainer_self_trains_with_pseudo_labels_of_unlabelled_training_products(
         tmp_path, monkeypatch):
-    products = list(demo_catalog.generate(300, seed=4, exclusive_fraction=0.2))
-    for product in products:
-        product.pop("_true_category")
-    paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
-    monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
-    create_run(paths, {})
+    paths, _ = preprocessed_run(tmp_path, monkeypatch, 300, 4, 0.2)
     flags = ["train", "--run-id", "job", "--epochs", "2", "--self-training-per-class", "3"]
     controller_main(flags)
     result = storage.read_json(paths.stats_file("train"))

@@ -114,13 +114,20 @@ def raw_example(product: dict) -> bytes:
         name: feature(product[name]) for name in fields})).SerializeToString()
 
 
-def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
-    products = list(demo_catalog.generate(400, seed=2, exclusive_fraction=0.3))
+def preprocessed_run(tmp_path, monkeypatch, count: int, seed: int, exclusive_fraction: float):
+    """A run of the job over ``count`` demo products, its prefix the trainer's; ``(paths,
+    products)``."""
+    products = list(demo_catalog.generate(count, seed=seed, exclusive_fraction=exclusive_fraction))
     for product in products:
         product.pop("_true_category")
     paths, _ = run_job(tmp_path, [json.dumps(p) for p in products])
     monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
     create_run(paths, {})
+    return paths, products
+
+
+def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
+    paths, products = preprocessed_run(tmp_path, monkeypatch, 400, 2, 0.3)
     controller_main(["train_and_predict", "--run-id", "job", "--epochs", "3"])
     controller_main(["export", "--run-id", "job", "--epochs", "3"])
     hparams_id = HParams(epochs=3).hparams_id
