@@ -291,8 +291,11 @@ def one_run(products: int, epochs: int, code_dir: Path, work: Path, label: str,
                 items = storage.read_json(paths.stats_file(stats)).get(key) if stats else None
                 if task == "model.train":
                     train = storage.read_json(paths.stats_file("train"))
-                    run_epochs = train.get("early_stopping", {}).get("epochs_run", train["epochs"])
-                    unit, items = "training rows", train["rows_per_epoch"] * run_epochs
+                    # both networks' rows when the SSL-GAN self-trained
+                    rounds = [train, train.get("self_training", {}).get("first_round")]
+                    unit, items = "training rows", sum(
+                        done["rows_per_epoch"] * done.get("early_stopping", {}).get(
+                            "epochs_run", train["epochs"]) for done in rounds if done)
                     figures["train_rows_per_second"] = items / train["seconds"]
                 figures["stages"][task] = {"seconds": seconds, "items": items, "unit": unit,
                                            "started": start - wall_start,

@@ -62,7 +62,13 @@ class DataSet:
         return self.train.rules is not None
 
 
-def reviews(max_features: int = TEXT_FEATURES) -> DataSet:
+def salted(key: str, draw: int) -> str:
+    """The key the split hashes: the pipeline's own for draw 0, another draw of the products
+    for each other number (the same products together, other products in each split)."""
+    return key if draw == 0 else f"{key}#draw{draw}"
+
+
+def reviews(max_features: int = TEXT_FEATURES, draw: int = 0) -> DataSet:
     table = pq.read_table(sources.fetch("reviews")[REVIEWS_MEMBER]).to_pandas()
     table = table[table["Class Name"].notna() & table["Department Name"].notna()]
     table = table.reset_index(drop=True)
@@ -71,7 +77,7 @@ def reviews(max_features: int = TEXT_FEATURES) -> DataSet:
     classes = sorted(set(truth))
     y = np.array([classes.index(t) for t in truth])
     groups = np.array([group_id(int(c)) for c in table["Clothing ID"]])
-    splits = np.array([split_for("group:" + g) for g in groups])
+    splits = np.array([split_for(salted("group:" + g, draw)) for g in groups])
     labeller = RuleLabeller.from_file()
     rule_lists = [labeller.labels({"title": t}) for t in texts]
     rule_categories = sorted({c for found in rule_lists for c in found})
@@ -95,14 +101,14 @@ def reviews(max_features: int = TEXT_FEATURES) -> DataSet:
                    rule_categories)
 
 
-def fashion(pool: int = 20_000) -> DataSet:
+def fashion(pool: int = 20_000, draw: int = 0) -> DataSet:
     images, labels = fashion_mnist.load("train")
     test_images, test_labels = fashion_mnist.load("t10k")
     keep = np.sort(np.random.default_rng(0).choice(len(images), pool, replace=False))
     x = images[keep].reshape(-1, 784).astype("float32") / 255
     y = labels[keep].astype(int)
     groups = np.array([f"fashion-mnist-train-{i}" for i in keep])
-    in_valid = np.array([split_for(g) == "valid" for g in groups])
+    in_valid = np.array([split_for(salted(g, draw)) == "valid" for g in groups])
     # the hash split's test share joins train: Fashion-MNIST's own test images are the test
     test = Split(test_images.reshape(-1, 784).astype("float32") / 255,
                  test_labels.astype(int), np.array([f"fashion-mnist-t10k-{i}"
@@ -113,8 +119,10 @@ def fashion(pool: int = 20_000) -> DataSet:
                    list(fashion_mnist.LABELS), [])
 
 
-def load(name: str) -> DataSet:
-    return reviews() if name == "reviews" else fashion()
+def load(name: str, draw: int = 0) -> DataSet:
+    """A data set, split as the pipeline splits (``draw`` 0) or by another draw of the
+    products (``salted``)."""
+    return reviews(draw=draw) if name == "reviews" else fashion(draw=draw)
 
 
 def labelled_rows(n_train: int, budget: float, seed: int) -> np.ndarray:

@@ -11,6 +11,7 @@ trainer's own seconds (from building the model to the last epoch's validation sc
 without process start-up), training rows per second over those seconds, the steady rate of
 the epochs after the first (the trainer's ``rows_per_second``: its steps only; "-" from a
 revision that does not report it), peak RSS and the best validation score; then the ratios.
+It times one network: the SSL-GAN's self-training (a second network) is turned off.
 
     .venvs/ml/bin/python -m benchmarks.train_benchmark --n 100000 [--epochs 3]
         [--model-types ssl_gan,dnn] [--compare-rev REV] [--repeats N]
@@ -97,10 +98,13 @@ def train_once(paths: RunPaths, env: dict, model_type: str, epochs: int, name: s
     # each run from scratch: with the same hyperparameters a later one would otherwise go
     # on from an earlier one's checkpoint
     shutil.rmtree(Path(paths.checkpoints("none")).parent, ignore_errors=True)
+    # one network's training: self-training's second network off where a revision has it
+    one_network = ["--self-training-per-class", "0"] if "self_training_per_class" in (
+        code / "trainer" / "hparams.py").read_text() else []
     result = result_of(
         [sys.executable, "-m", "trainer.controller", "train", "--run-id", RUN_ID,
          "--model-type", model_type, "--epochs", str(epochs),
-         "--early-stopping-patience", str(epochs + 1)],
+         "--early-stopping-patience", str(epochs + 1), *one_network],
         {**env, "PYTHONPATH": str(code)}, code)
     if result["resumed_at_epoch"]:
         raise RuntimeError(f"{model_type} ({name}) resumed at epoch "

@@ -187,3 +187,16 @@ def test_the_self_training_peer_chooses_on_validation_and_never_below_its_weak_m
     assert trainer_macro_f1(data.valid.y, self_trained["valid"]) >= \
         trainer_macro_f1(data.valid.y, weak["valid"]) - 1e-9
     assert len(self_trained["test"]) == 200
+
+
+def test_another_draw_of_the_split_moves_products_whole_and_draw_0_is_the_pipelines():
+    from benchmarks.label_data import salted
+    from shared_config.splits import split_for
+
+    keys = [f"group:{i}" for i in range(2_000)]
+    assert [split_for(salted(k, 0)) for k in keys] == [split_for(k) for k in keys]
+    first, second = ([split_for(salted(k, draw)) for k in keys] for draw in (1, 2))
+    # other products in each split, in about the same shares
+    for drawn in (first, second):
+        assert sum(a != b for a, b in zip(drawn, [split_for(k) for k in keys])) > 500
+        assert 150 < drawn.count("test") < 250
