@@ -82,7 +82,7 @@ class HParams:
     # the SSL-GAN's self-training (``trainer/self_training.py``): a first network labels, per
     # class, this many unlabelled products it is surest of, and a fresh network learns from
     # those pseudo-labels beside the human ones (0: off). On the reviews' validation split
-    # (README, "Label efficiency"): 50 a class +3.0 and +2.9 macro-F1 at 1% and 2% labelled,
+    # (README, "Label efficiency"): 50 a class +2.8 and +3.0 macro-F1 at 1% and 2% labelled,
     # 25 and 100 a class a little less; training takes about twice as long
     self_training_per_class: int = 50
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
