@@ -48,7 +48,8 @@ def _best(candidates, data: DataSet):
         if best is None or score > best[0]:
             best = (score, params, model, valid)
     _, params, model, valid = best
-    return {"valid": valid, "test": model.predict(_x(data.test, model)), "choice": params}
+    return {"valid": valid, "test": model.predict(_x(data.test, model)), "choice": params,
+            "model": model}
 
 
 def _x(split, model):
@@ -79,8 +80,7 @@ def run_peer(method: str, data: DataSet, labelled: np.ndarray, seed: int) -> dic
                           for c in _grid(labelled) for w in PSEUDO_WEIGHTS], data)
             if method == "weak_supervision":
                 return weak
-            c, w = weak["choice"]["C"], weak["choice"]["pseudo_weight"]
-            model = fit(c, w)
+            model, w = weak["model"], weak["choice"]["pseudo_weight"]
             probabilities = model.predict_proba(train.x)
             predicted = model.classes_[probabilities.argmax(axis=1)]
             candidates = []

@@ -8,30 +8,29 @@ network already predicts well and few to the small ones, which macro-F1 counts a
 class gained about 3; README, "Label efficiency"). Human labels always win: a labelled
 product is never pseudo-labelled.
 
-``pick_per_class`` is the rule, on arrays; ``PseudoLabeller`` applies it batch by batch to
-a catalogue of any size (a bounded heap per class).
+``PseudoLabeller`` applies the rule batch by batch to a catalogue of any size (a bounded
+heap per class); ``pick_per_class`` is the same rule on an array, as a mask.
 """
 from __future__ import annotations
 
 import heapq
 
 import numpy as np
+from scipy import special
 
 
 def softmax(logits) -> np.ndarray:
-    logits = np.asarray(logits, dtype="float64")
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+    """Each row's class probabilities from its logits."""
+    return special.softmax(np.asarray(logits, dtype="float64"), axis=1)
 
 
 def pick_per_class(probabilities: np.ndarray, labelled: np.ndarray, per_class: int) -> np.ndarray:
     """A boolean mask of the rows to pseudo-label: of the unlabelled rows predicted as each
     class, the ``per_class`` most confident (ties: the earlier row)."""
-    predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
-    picked = np.zeros(len(predicted), bool)
-    for label in np.unique(predicted):
-        rows = np.flatnonzero(~labelled & (predicted == label))
-        picked[rows[np.argsort(-confidence[rows], kind="stable")[:per_class]]] = True
+    labeller = PseudoLabeller(per_class)
+    labeller.add_probabilities(np.arange(len(probabilities)), probabilities, labelled)
+    picked = np.zeros(len(probabilities), bool)
+    picked[list(labeller.labels())] = True
     return picked
 
 
@@ -45,16 +44,16 @@ class PseudoLabeller:
             raise ValueError("per_class must be >= 1")
         self.per_class = per_class
         self._heaps: dict[int, list] = {}
-        self._order = 0  # ties go to the product seen first, as in pick_per_class
-        self.seen = 0
+        self.seen = 0  # unlabelled products so far; ties go to the one seen first
 
     def add(self, ids, logits, labelled) -> None:
-        probabilities = softmax(logits)
+        self.add_probabilities(ids, softmax(logits), labelled)
+
+    def add_probabilities(self, ids, probabilities, labelled) -> None:
         predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
         unlabelled = ~np.asarray(labelled, bool)
-        order = self._order + np.cumsum(unlabelled)  # each unlabelled row's place in the stream
-        self._order, self.seen = int(order[-1]) if len(order) else self._order, \
-            self.seen + int(unlabelled.sum())
+        order = self.seen + np.cumsum(unlabelled)  # each unlabelled row's place in the stream
+        self.seen += int(unlabelled.sum())
         for label in np.unique(predicted[unlabelled]):
             rows = np.flatnonzero(unlabelled & (predicted == label))
             heap = self._heaps.setdefault(int(label), [])

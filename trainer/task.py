@@ -76,21 +76,22 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     started = time.monotonic()
     self_trains = _self_trains(hparams, counts)
     pseudo_file = model_dir + PSEUDO_LABELS_FILE
-    if self_trains and storage.exists(pseudo_file) and \
-            storage.read_json(pseudo_file).get("source") != source:
+    pseudo = storage.read_json(pseudo_file) if self_trains and storage.exists(pseudo_file) \
+        else None
+    if pseudo is not None and pseudo.get("source") != source:
         log.warning("the pseudo-labels in %s were made on another preprocessing output: "
                     "self-training starts afresh", model_dir)
         storage.remove(pseudo_file)
         if storage.exists(model_dir + SELF_TRAINING_DIR):
             storage.remove(model_dir + SELF_TRAINING_DIR)
-    if self_trains and storage.exists(pseudo_file):
-        pseudo = storage.read_json(pseudo_file)
+        pseudo = None
+    if pseudo is not None:
         log.info("self-training: %d pseudo-labels found in %s", len(pseudo["labels"]), model_dir)
     else:
         model, result, pretrained = _train_round(paths, hparams, vocabs, accelerator, counts,
                                                  model_dir, source)
     if self_trains:
-        if not storage.exists(pseudo_file):
+        if pseudo is None:
             names = vocabs.labels("exclusive")
             labels, seen = self_training.label_catalogue(
                 model, data.tfrecord_files(paths, CATALOG, "train"), vocabs,

@@ -81,18 +81,17 @@ def training_rows(paths: RunPaths, hparams: HParams, counts: dict,
             raise RuntimeError(f"no training products at all: {counts}")
         if counts.get("exclusive_train", 0) == 0 or hparams.labelled_share == 0:
             return rows(CATALOG).batch(hparams.batch_size), pool
-        labelled, share = counts["exclusive_train"], hparams.labelled_share
+        share = hparams.labelled_share
         if not pseudo_labelled:
             return mixed_batches([rows("exclusive"), rows(CATALOG)], [share, 1 - share],
                                  hparams.batch_size), pool
         pseudo = tf.data.Dataset.from_tensor_slices(list(pseudo_labelled)).shuffle(
             len(pseudo_labelled), seed=hparams.seed, reshuffle_each_iteration=True).repeat()
         # the labelled share split between human- and pseudo-labelled rows as their numbers
-        return mixed_batches(
-            [rows("exclusive"), pseudo, rows(CATALOG)],
-            [share * labelled / (labelled + len(pseudo_labelled)),
-             share * len(pseudo_labelled) / (labelled + len(pseudo_labelled)), 1 - share],
-            hparams.batch_size), pool
+        labelled = [counts["exclusive_train"], len(pseudo_labelled)]
+        return mixed_batches([rows("exclusive"), pseudo, rows(CATALOG)],
+                             [share * n / sum(labelled) for n in labelled] + [1 - share],
+                             hparams.batch_size), pool
     present = [o for o in hparams.objectives if counts.get(f"{o}_train", 0) > 0]
     if not present:
         raise RuntimeError(f"no training examples for {list(hparams.objectives)}: {counts}")
