@@ -11,7 +11,8 @@ Methods: the tuned scikit-learn peers of ``benchmarks/peers.py`` (``logreg``,
 ``self_training``, ``label_spreading``, ``weak_supervision``, ``weak_self_training``) and prodcat's
 networks of ``benchmarks/networks.py`` (``dnn``, ``ssl_gan``, ``ssl_gan_rules``
 -- prodcat's default model --, and the GAN-less twins ``net_supervised``,
-``net_rules``). Fashion-MNIST (``--dataset fashion_mnist``): no rules, so the
+``net_rules``; ``ssl_gan_rules_x3``, three of the default model averaged, runs only when
+named in ``--methods``). Fashion-MNIST (``--dataset fashion_mnist``): no rules, so the
 methods that need them are left out; 100 and 1,000 labels.
 
 ``--variants`` prints the other table: each variant of prodcat's model (options
@@ -24,13 +25,14 @@ so the mean over several draws says more than any one of them.
 ``--validation-halves`` asks how much choosing on validation flatters each method,
 without reading the test split: the validation products are split in two halves
 (by product, hashed); each method makes its choices on one half and is scored on
-that half and on the other, then the other way round.
+that half and on the other, then the other way round (with ``--draws N``: on each
+draw of the split, the figures averaged).
 
     .venvs/ml/bin/python -m benchmarks.label_efficiency [--seeds 3] [--dataset reviews]
         [--budgets 0.01,0.02] [--methods ...] [--draws 1] [--plot docs/label_efficiency_reviews.png]
     .venvs/ml/bin/python -m benchmarks.label_efficiency --variants [--budgets 0.01,0.02]
     .venvs/ml/bin/python -m benchmarks.label_efficiency --validation-halves --seeds 2 \
-        --budgets 0.01,0.02 --methods weak_supervision,ssl_gan_rules
+        --budgets 0.01,0.02 --methods weak_supervision,ssl_gan_rules [--draws 3]
 """
 from __future__ import annotations
 
@@ -47,8 +49,11 @@ import numpy as np
 from benchmarks import label_data, networks, peers
 from trainer.metrics import macro_f1
 
-RULE_METHODS = ("weak_supervision", "weak_self_training", "ssl_gan_rules", "net_rules")
+RULE_METHODS = ("weak_supervision", "weak_self_training", "ssl_gan_rules", "net_rules",
+                "ssl_gan_rules_x3")
 METHODS = (*peers.PEERS, *networks.NETWORKS)
+# what runs unless --methods says otherwise: not the ensemble (three times a network's time)
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith(networks.ENSEMBLE))
 BUDGETS = {"reviews": (0.01, 0.02, 0.05, 0.10, 1.0), "fashion_mnist": (100, 1000)}
 # What was tried on prodcat's model (options of trainer/hparams.py), each against the
 # defaults, on validation; the defaults in hparams.py are what this table chose.
@@ -140,29 +145,39 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> 
         print(f"{name:<46}" + "".join(cells), flush=True)
 
 
-def validation_halves(data, budgets, methods, seeds) -> None:
-    """Each method chooses on one half of the validation products and is scored on both
-    halves, each half in turn; the test split is not read."""
-    half = np.array([int(hashlib.sha256(str(g).encode("utf-8")).hexdigest(), 16) % 2
-                     for g in data.valid.groups])
-    halves = [np.flatnonzero(half == h) for h in (0, 1)]
-    for h, rows in enumerate(halves):
-        print(f"half {'AB'[h]}: {len(rows):,} validation rows, "
-              f"{len(set(data.valid.groups[rows])):,} products")
+def validation_halves(draws: list, budgets, methods, seeds) -> None:
+    """Each method chooses on one half of the validation products and is scored on the
+    other, each half in turn, on every draw of the split (the figures: means over the draws
+    and seeds; "both": over both halves); the test split is not read."""
+    splits = []  # per draw: the two ways round, as data sets whose test is the other half
+    for draw, data in enumerate(draws):
+        half = np.array([int(hashlib.sha256(str(g).encode("utf-8")).hexdigest(), 16) % 2
+                         for g in data.valid.groups])
+        halves = [np.flatnonzero(half == h) for h in (0, 1)]
+        for h, rows in enumerate(halves):
+            print(f"{f'draw {draw}, ' if len(draws) > 1 else ''}half {'AB'[h]}: "
+                  f"{len(rows):,} validation rows, {len(set(data.valid.groups[rows])):,} products")
+        splits.append([dataclasses.replace(data, valid=data.valid.take(halves[chosen_on]),
+                                           test=data.valid.take(halves[1 - chosen_on]))
+                       for chosen_on in (0, 1)])
     print(f"{'labelled':<10}{'method':<18}{'chosen on':>10}{'on it':>8}{'on the other':>14}"
           f"{'difference':>12}", flush=True)
     for budget in budgets:
         for method in methods:
-            for chosen_on, other in ((0, 1), (1, 0)):
-                split = dataclasses.replace(data, valid=data.valid.take(halves[chosen_on]),
-                                            test=data.valid.take(halves[other]))
+            scores = {}  # chosen on -> (own, held out)
+            for chosen_on in (0, 1):
                 own, held_out = [], []
-                for seed in range(seeds):
-                    labelled = label_data.labelled_rows(len(split.train), budget, seed)
-                    out = run(method, split, labelled, seed, {})
-                    own.append(100 * macro_f1(split.valid.y, out["valid"]))
-                    held_out.append(100 * macro_f1(split.test.y, out["test"]))
-                print(f"{budget_name(budget, 0):<10}{method:<18}{'AB'[chosen_on]:>10}"
+                for ways in splits:
+                    split = ways[chosen_on]
+                    for seed in range(seeds):
+                        labelled = label_data.labelled_rows(len(split.train), budget, seed)
+                        out = run(method, split, labelled, seed, {})
+                        own.append(100 * macro_f1(split.valid.y, out["valid"]))
+                        held_out.append(100 * macro_f1(split.test.y, out["test"]))
+                scores["AB"[chosen_on]] = (own, held_out)
+            scores["both"] = tuple(scores["A"][i] + scores["B"][i] for i in (0, 1))
+            for name, (own, held_out) in scores.items():
+                print(f"{budget_name(budget, 0):<10}{method:<18}{name:>10}"
                       f"{np.mean(own):>8.1f}{np.mean(held_out):>14.1f}"
                       f"{np.mean(own) - np.mean(held_out):>+12.1f}", flush=True)
 
@@ -202,7 +217,7 @@ def main(argv=None) -> None:
                         help="draw the split by product this many times (draw 0: the "
                              "pipeline's own split; each other draw hashes the product with "
                              "its number) and run every seed on each")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     parser.add_argument("--budgets", help="comma-separated shares (0.01) or counts (100) of "
                                           "labelled rows (default: all of the data set's)")
     parser.add_argument("--options", type=json.loads, default={},
@@ -224,8 +239,8 @@ def main(argv=None) -> None:
         parser.error(f"unknown methods {sorted(unknown)} (choose from {METHODS}), or no seeds")
     budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets \
         else BUDGETS[args.dataset]
-    if args.draws < 1 or (args.draws > 1 and (args.variants or args.validation_halves)):
-        parser.error("--draws must be >= 1, and 1 with --variants or --validation-halves")
+    if args.draws < 1 or (args.draws > 1 and args.variants):
+        parser.error("--draws must be >= 1, and 1 with --variants")
     draws = [label_data.load(args.dataset, draw) for draw in range(args.draws)]
     data = draws[0]
     if not data.has_rules:
@@ -240,7 +255,7 @@ def main(argv=None) -> None:
         variant_table(data, budgets, args.seeds, only=args.only)
         return
     if args.validation_halves:
-        validation_halves(data, budgets, methods, args.seeds)
+        validation_halves(draws, budgets, methods, args.seeds)
         return
     results = main_table(draws, budgets, methods, args.seeds, args.options)
     if args.plot:

@@ -5,7 +5,11 @@
 - ``ssl_gan_rules``: the SSL-GAN with the rule-based objective (prodcat's default
   model: both objectives, every option at its default);
 - ``net_supervised`` / ``net_rules``: the same two with the real/fake term off
-  (``real_fake_weight=0``), the GAN-less twins that show what the GAN adds.
+  (``real_fake_weight=0``), the GAN-less twins that show what the GAN adds;
+- ``ssl_gan_rules_x3``: an ensemble of three ``ssl_gan_rules`` networks (the same
+  labelled rows, seeds ``3 * seed`` to ``3 * seed + 2``), their class probabilities
+  averaged: what averaging away one network's seed is worth (not a default: it
+  costs three times the training).
 
 Every network stops early on validation macro-F1 (the best epoch's weights are
 kept), as the trainer does with ``--early-stopping-patience``, and the SSL-GAN's
@@ -33,7 +37,10 @@ from trainer.training import BestOnValidation
 BATCH = 128
 MAX_EPOCHS = 10
 PATIENCE = 3
-NETWORKS = ("dnn", "ssl_gan", "ssl_gan_rules", "net_supervised", "net_rules")
+NETWORKS = ("dnn", "ssl_gan", "ssl_gan_rules", "net_supervised", "net_rules",
+            "ssl_gan_rules_x3")
+ENSEMBLE = "_x3"  # a method of three networks
+MEMBERS = 3
 BENCHMARK_SHAPE = {"hidden_units": (256,), "dropout": 0.3, "batch_size": BATCH}
 
 
@@ -71,6 +78,20 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
     With self-training (the SSL-GAN's ``self_training_per_class``, as the trainer does it):
     the first network's surest predictions on the unlabelled training rows, so many per
     class, become labels of a second, fresh network, whose predictions are the answer."""
+    if method.endswith(ENSEMBLE):
+        members = [_probabilities_of(method.removesuffix(ENSEMBLE), data, labelled,
+                                     MEMBERS * seed + k, options, max_epochs)
+                   for k in range(MEMBERS)]
+        return {"valid": sum(m["valid"] for m in members).argmax(axis=1),
+                "test": sum(m["test"] for m in members).argmax(axis=1),
+                "epochs": [m["epochs"] for m in members]}
+    out = _probabilities_of(method, data, labelled, seed, options, max_epochs)
+    return {**out, "valid": out["valid"].argmax(axis=1), "test": out["test"].argmax(axis=1)}
+
+
+def _probabilities_of(method: str, data: DataSet, labelled: np.ndarray, seed: int,
+                      options: dict | None, max_epochs: int) -> dict:
+    """``run_network``'s answer with class probabilities in place of the predicted classes."""
     hparams = hparams_for(method, seed, options or {})
     y = data.train.y
     model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs)
@@ -86,12 +107,16 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
                  if picked.any() else None, "first_epochs": len(best.scores)}
         model, best = _fit(method, data, y, labelled | picked, seed, hparams, max_epochs)
     x_valid, x_test = dense(data.valid.x), dense(data.test.x)
-    return {"valid": _predicted(model, x_valid), "test": _predicted(model, x_test),
+    return {"valid": _probabilities(model, x_valid), "test": _probabilities(model, x_test),
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
 
 
+def _probabilities(model, x) -> np.ndarray:
+    return softmax(np.asarray(model({"x": x}, training=False)["exclusive"]))
+
+
 def _predicted(model, x) -> np.ndarray:
-    return np.asarray(model({"x": x}, training=False)["exclusive"]).argmax(axis=1)
+    return _probabilities(model, x).argmax(axis=1)
 
 
 def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,

@@ -200,3 +200,48 @@ def test_another_draw_of_the_split_moves_products_whole_and_draw_0_is_the_pipeli
     for drawn in (first, second):
         assert sum(a != b for a, b in zip(drawn, [split_for(k) for k in keys])) > 500
         assert 150 < drawn.count("test") < 250
+
+
+def test_the_ensemble_averages_its_members_probabilities_over_seeds_of_its_own(monkeypatch):
+    from benchmarks import networks
+
+    seeds = []
+    # two members lean weakly to class 0, one strongly to class 1: a vote says 0, the
+    # average of the probabilities says 1
+    answers = {3: [0.55, 0.45], 4: [0.55, 0.45], 5: [0.05, 0.95]}
+
+    def member(method, data, labelled, seed, options, max_epochs):
+        assert method == "ssl_gan_rules"
+        seeds.append(seed)
+        p = np.array([answers[seed]])
+        return {"valid": p, "test": p, "epochs": 1}
+
+    monkeypatch.setattr(networks, "_probabilities_of", member)
+    out = networks.run_network("ssl_gan_rules_x3", None, np.ones(1, bool), seed=1)
+    assert seeds == [3, 4, 5]  # seed 1's members share no seed with seed 0's or 2's
+    assert out["valid"].tolist() == [1] and out["test"].tolist() == [1]
+
+
+def test_validation_halves_on_several_draws_never_read_the_test_split(capsys):
+    from scipy import sparse
+
+    from benchmarks import label_efficiency
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(0)
+
+    def split(n, width=3):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 2 + rng.normal(size=(n, 3)) + 2)
+        if width != 3:  # a test split no model could score: reading it would fail
+            x = sparse.csr_matrix(np.ones((n, width)))
+        return Split(x, y, np.array([f"p{i // 3}" for i in range(n)]))
+
+    draws = [DataSet("toy", split(300), split(120), split(60, width=7), ["a", "b", "c"], [])
+             for _ in range(2)]
+    label_efficiency.validation_halves(draws, [0.2], ["logreg"], seeds=1)
+    printed = capsys.readouterr().out
+    assert printed.count("draw 0, half") == 2 and printed.count("draw 1, half") == 2
+    rows = [line.split() for line in printed.splitlines() if line.startswith("20%")]
+    assert [row[2] for row in rows] == ["A", "B", "both"]
+    assert all(0 <= float(row[4]) <= 100 for row in rows)
