@@ -6,7 +6,9 @@ trains each model type for ``--epochs`` epochs (early stopping off, so both revi
 the same epochs) with ``python -m trainer.controller train`` — this revision's, and with
 ``--compare-rev REV`` an earlier revision's on the same TFRecords, in the same run; with
 ``--repeats N`` each N times, the revisions taking turns (this machine's run-to-run spread is
-larger than many changes: the medians are printed). Prints per model type and revision: the
+larger than many changes: the medians are printed); with ``--compare-env KEY=VALUE,...`` this
+revision also runs under those environment variables (TensorFlow's thread pools, say:
+``TF_NUM_INTEROP_THREADS=1``), as one more contender. Prints per model type and revision: the
 trainer's own seconds (from building the model to the last epoch's validation scoring,
 without process start-up), training rows per second over those seconds, the steady rate of
 the epochs after the first (the trainer's ``rows_per_second``: its steps only; "-" from a
@@ -14,7 +16,8 @@ revision that does not report it), peak RSS and the best validation score; then 
 It times one network: the SSL-GAN's self-training (a second network) is turned off.
 
     .venvs/ml/bin/python -m benchmarks.train_benchmark --n 100000 [--epochs 3]
-        [--model-types ssl_gan,dnn] [--compare-rev REV] [--repeats N]
+        [--model-types ssl_gan,dnn] [--compare-rev REV] [--compare-env KEY=VALUE,...]
+        [--repeats N]
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model-types", default="ssl_gan,dnn")
     parser.add_argument("--compare-rev", help="also train with this revision's trainer, first")
+    parser.add_argument("--compare-env", type=environment, default={},
+                        help="also train this revision with these environment variables: "
+                             "KEY=VALUE[,KEY=VALUE]")
     parser.add_argument("--repeats", type=int, default=1,
                         help="train each revision this many times, taking turns (medians)")
     args = parser.parse_args(argv)
@@ -63,7 +69,8 @@ def main(argv=None) -> None:
                      "--model-types not empty")
     if args.compare_rev and not is_revision(args.compare_rev):
         parser.error(f"--compare-rev {args.compare_rev!r}: no such revision in {REPO}")
-    revisions: list[tuple[str, Path]] = []
+    # (name, code, extra environment variables) of each contender
+    revisions: list[tuple[str, Path, dict]] = []
     with tempfile.TemporaryDirectory(prefix="prodcat-bench-") as tmp, \
             contextlib.ExitStack() as stack:
         paths = RunPaths.for_run(RUN_ID, tmp)
@@ -77,19 +84,32 @@ def main(argv=None) -> None:
                             "--runner=DirectRunner", "--direct_running_mode=in_memory"],
                            env, REPO)["examples"]
         if args.compare_rev:
-            revisions.append((args.compare_rev, stack.enter_context(worktree(args.compare_rev))))
-        revisions.append(("this revision", REPO))
+            revisions.append((args.compare_rev, stack.enter_context(worktree(args.compare_rev)),
+                              {}))
+        revisions.append(("this revision", REPO, {}))
+        if args.compare_env:
+            revisions.append((",".join(f"{k}={v}" for k, v in args.compare_env.items()), REPO,
+                              args.compare_env))
         results: dict[tuple[str, str], list[dict]] = {}
         for model_type in model_types:
             for repeat in range(args.repeats):
                 # the revisions take turns, the first one alternating, so that neither
                 # always runs first
-                for name, code in revisions if repeat % 2 == 0 else revisions[::-1]:
+                for name, code, extra in revisions if repeat % 2 == 0 else revisions[::-1]:
                     print(f"training {model_type} ({name}, {repeat + 1} of {args.repeats}) ...",
                           flush=True)
                     results.setdefault((model_type, name), []).append(
-                        train_once(paths, env, model_type, args.epochs, name, code))
+                        train_once(paths, {**env, **extra}, model_type, args.epochs, name,
+                                   code))
     report(args, counts, model_types, results)
+
+
+def environment(text: str) -> dict:
+    """``KEY=VALUE[,KEY=VALUE]`` -> a dict (``--compare-env``)."""
+    pairs = [part.partition("=") for part in text.split(",") if part]
+    if not pairs or any(not key.isidentifier() or not sep for key, sep, _ in pairs):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE[,KEY=VALUE]")
+    return {key: value for key, _, value in pairs}
 
 
 def train_once(paths: RunPaths, env: dict, model_type: str, epochs: int, name: str,
@@ -123,7 +143,8 @@ def report(args, counts: dict, model_types: list[str], results: dict) -> None:
           f"products ({counts['exclusive_train']:,} with a human label, "
           f"{counts['rule_based_train']:,} with rule labels), {args.epochs} epochs")
     runs = f", median of {args.repeats} runs each" if args.repeats > 1 else ""
-    print(f"{'model':<10}{'revision':<16}{'seconds':>9}{'rows/s':>9}{'steady':>9}"
+    width = max(16, *(len(name) + 2 for _, name in results))
+    print(f"{'model':<10}{'revision':<{width}}{'seconds':>9}{'rows/s':>9}{'steady':>9}"
           f"{'peak MiB':>10}{'valid score':>13}{runs}")
     for (model_type, name), runs_of in results.items():
         seconds = median([r["seconds"] for r in runs_of])
@@ -132,17 +153,18 @@ def report(args, counts: dict, model_types: list[str], results: dict) -> None:
         steady = f"{median(rates):>9,.0f}" if rates else f"{'-':>9}"
         scores = [r.get("early_stopping", {}).get("best_valid_macro_f1", float("nan"))
                   for r in runs_of]
-        print(f"{model_type:<10}{name:<16}{seconds:>9.1f}{rows / seconds:>9,.0f}{steady}"
+        print(f"{model_type:<10}{name:<{width}}{seconds:>9.1f}{rows / seconds:>9,.0f}{steady}"
               f"{median([r.get('peak_rss_mib', 0) for r in runs_of]):>10,.0f}"
               f"{median(scores):>13.3f}")
         if len(runs_of) > 1:
             each = " ".join(f"{r['seconds']:.1f}" for r in runs_of)
-            print(f"{'':<26}each run: {each} s")
-    if args.compare_rev:
-        for model_type in model_types:
-            before = median([r["seconds"] for r in results[model_type, args.compare_rev]])
-            after = median([r["seconds"] for r in results[model_type, "this revision"]])
-            print(f"{model_type}: {before / after:.2f}x faster than {args.compare_rev} "
+            print(f"{'':<{10 + width}}each run: {each} s")
+    others = sorted({name for _, name in results} - {"this revision"})
+    for model_type in model_types:
+        after = median([r["seconds"] for r in results[model_type, "this revision"]])
+        for other in others:
+            before = median([r["seconds"] for r in results[model_type, other]])
+            print(f"{model_type}: this revision {before / after:.2f}x faster than {other} "
                   f"(median seconds)")
 
 
