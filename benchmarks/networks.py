@@ -97,9 +97,8 @@ def _probabilities_of(method: str, data: DataSet, labelled: np.ndarray, seed: in
     model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs)
     extra = {}
     if method != "dnn" and hparams.self_training_per_class and not labelled.all():
-        logits = np.concatenate([np.asarray(model({"x": part}, training=False)["exclusive"])
-                                 for part in np.array_split(dense(data.train.x),
-                                                            max(1, len(y) // 4096))])
+        parts = np.array_split(dense(data.train.x), max(1, len(y) // 4096))
+        logits = np.concatenate([_logits(model, part) for part in parts])
         picked = pick_per_class(softmax(logits), labelled, hparams.self_training_per_class)
         y = np.where(picked, logits.argmax(axis=1), y)
         extra = {"pseudo_labels": int(picked.sum()),
@@ -111,12 +110,16 @@ def _probabilities_of(method: str, data: DataSet, labelled: np.ndarray, seed: in
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
 
 
+def _logits(model, x) -> np.ndarray:
+    return np.asarray(model({"x": x}, training=False)["exclusive"])
+
+
 def _probabilities(model, x) -> np.ndarray:
-    return softmax(np.asarray(model({"x": x}, training=False)["exclusive"]))
+    return softmax(_logits(model, x))
 
 
 def _predicted(model, x) -> np.ndarray:
-    return _probabilities(model, x).argmax(axis=1)
+    return _logits(model, x).argmax(axis=1)  # the softmax keeps the order
 
 
 def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,
