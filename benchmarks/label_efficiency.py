@@ -12,8 +12,10 @@ Methods: the tuned scikit-learn peers of ``benchmarks/peers.py`` (``logreg``,
 networks of ``benchmarks/networks.py`` (``dnn``, ``ssl_gan``, ``ssl_gan_rules``
 -- prodcat's default model --, and the GAN-less twins ``net_supervised``,
 ``net_rules``; ``ssl_gan_rules_x3``, three of the default model averaged, runs only when
-named in ``--methods``). Fashion-MNIST (``--dataset fashion_mnist``): no rules, so the
-methods that need them are left out; 100 and 1,000 labels.
+named in ``--methods``, and so does ``blend``: the default model's class probabilities
+averaged with ``weak_self_training``'s, the peer's weight chosen on validation).
+Fashion-MNIST (``--dataset fashion_mnist``): no rules, so the methods that need them
+are left out; 100 and 1,000 labels.
 
 ``--variants`` prints the other table: each variant of prodcat's model (options
 of ``trainer/hparams.py``) against the default, scored on validation only.
@@ -49,11 +51,17 @@ import numpy as np
 from benchmarks import label_data, networks, peers
 from trainer.metrics import macro_f1
 
+# the default model's class probabilities averaged with the best peer's, the peer's weight
+# chosen on validation among BLEND_WEIGHTS (0: the network alone, 1: the peer alone)
+BLEND = "blend"
+BLEND_PARTS = ("ssl_gan_rules", "weak_self_training")
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RULE_METHODS = ("weak_supervision", "weak_self_training", "ssl_gan_rules", "net_rules",
-                "ssl_gan_rules_x3")
-METHODS = (*peers.PEERS, *networks.NETWORKS)
-# what runs unless --methods says otherwise: not the ensemble (three times a network's time)
-DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith(networks.ENSEMBLE))
+                "ssl_gan_rules_x3", BLEND)
+METHODS = (*peers.PEERS, *networks.NETWORKS, BLEND)
+# what runs unless --methods says otherwise: not the experiments that cost several models'
+# time (the ensemble of three networks, the blend of a network and a peer)
+DEFAULT_METHODS = tuple(m for m in METHODS if not m.endswith(networks.ENSEMBLE) and m != BLEND)
 BUDGETS = {"reviews": (0.01, 0.02, 0.05, 0.10, 1.0), "fashion_mnist": (100, 1000)}
 # What was tried on prodcat's model (options of trainer/hparams.py), each against the
 # defaults, on validation; the defaults in hparams.py are what this table chose.
@@ -80,6 +88,14 @@ VARIANTS = {
     "no self-training (self_training_per_class 0)": {"self_training_per_class": 0},
     "self-training: 25 pseudo-labels a class": {"self_training_per_class": 25},
     "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},
+    # the GAN's own settings: what the real/fake term can add over its GAN-less twin
+    "GAN: none (real_fake_weight 0, the twin net_rules)": {"real_fake_weight": 0.0},
+    "GAN: real/fake weight 0.3": {"real_fake_weight": 0.3},
+    "GAN: real/fake weight 3": {"real_fake_weight": 3.0},
+    "GAN: p(real) from the class logits (Salimans et al.)": {"gan_head": "class_logits"},
+    "GAN: no noise on the discriminator's inputs": {"input_noise": 0.0},
+    "GAN: adversarial term beside feature matching": {"adversarial_weight": 1.0},
+    "GAN: encoder gets a tenth of its gradient": {"gan_encoder_gradient": 0.1},
     # the network's own shape and pace, as a practitioner would tune them
     "shape: learning rate 0.003": {"learning_rate": 3e-3},
     "shape: learning rate 0.0003": {"learning_rate": 3e-4},
@@ -92,7 +108,28 @@ VARIANTS = {
 def run(method, data, labelled, seed, options):
     if method in peers.PEERS:
         return peers.run_peer(method, data, labelled, seed)
+    if method == BLEND:
+        return run_blend(data, labelled, seed, options)
     return networks.run_network(method, data, labelled, seed, options)
+
+
+def run_blend(data, labelled, seed, options) -> dict:
+    """The default network's class probabilities averaged with the weak-supervision peer's
+    (a different kind of model, so their errors may differ); the peer's weight is chosen
+    on validation, as every other choice."""
+    network = networks.run_probabilities(BLEND_PARTS[0], data, labelled, seed, options)
+    peer = peers.run_peer(BLEND_PARTS[1], data, labelled, seed)
+    answers = {}
+    for split in ("valid", "test"):
+        probabilities = np.zeros_like(network[split])
+        model = peer["model"]
+        probabilities[:, model.classes_] = model.predict_proba(getattr(data, split).x)
+        answers[split] = [(w * probabilities + (1 - w) * network[split]).argmax(axis=1)
+                          for w in BLEND_WEIGHTS]
+    scores = [macro_f1(data.valid.y, predicted) for predicted in answers["valid"]]
+    best = int(np.argmax(scores))
+    return {"valid": answers["valid"][best], "test": answers["test"][best],
+            "choice": {"peer_weight": BLEND_WEIGHTS[best]}}
 
 
 def budget_name(budget: float, rows: int) -> str:
@@ -127,12 +164,13 @@ def main_table(draws: list, budgets, methods, seeds, options) -> dict:
 def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> None:
     """Each variant against the defaults: validation macro-F1 only (the test is not read);
     ``only``: the variants whose name contains one of these texts (and the defaults)."""
+    chosen = {name: options for name, options in {"defaults": {}, **VARIANTS}.items()
+              if name == "defaults" or not only or any(text in name for text in only)}
+    width = max(map(len, chosen)) + 2
     print(f"validation macro-F1, mean over seeds 0..{seeds - 1}; budgets {list(budgets)}")
-    print(f"{'variant':<46}" + "".join(f"{m + ' ' + budget_name(b, 0):>22}"
-                                       for b in budgets for m in methods), flush=True)
-    for name, options in {"defaults": {}, **VARIANTS}.items():
-        if only and not any(text in name for text in only) and name != "defaults":
-            continue
+    print(f"{'variant':<{width}}" + "".join(f"{m + ' ' + budget_name(b, 0):>22}"
+                                            for b in budgets for m in methods), flush=True)
+    for name, options in chosen.items():
         cells = []
         for budget in budgets:
             for method in methods:
@@ -142,7 +180,7 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> 
                     out = networks.run_network(method, data, labelled, seed, options)
                     scores.append(100 * macro_f1(data.valid.y, out["valid"]))
                 cells.append(f"{np.mean(scores):>22.1f}")
-        print(f"{name:<46}" + "".join(cells), flush=True)
+        print(f"{name:<{width}}" + "".join(cells), flush=True)
 
 
 def validation_halves(draws: list, budgets, methods, seeds) -> None:

@@ -79,18 +79,18 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
     the first network's surest predictions on the unlabelled training rows, so many per
     class, become labels of a second, fresh network, whose predictions are the answer."""
     if method.endswith(ENSEMBLE):
-        members = [_probabilities_of(method.removesuffix(ENSEMBLE), data, labelled,
+        members = [run_probabilities(method.removesuffix(ENSEMBLE), data, labelled,
                                      MEMBERS * seed + k, options, max_epochs)
                    for k in range(MEMBERS)]
         return {"valid": sum(m["valid"] for m in members).argmax(axis=1),
                 "test": sum(m["test"] for m in members).argmax(axis=1),
                 "epochs": [m["epochs"] for m in members]}
-    out = _probabilities_of(method, data, labelled, seed, options, max_epochs)
+    out = run_probabilities(method, data, labelled, seed, options, max_epochs)
     return {**out, "valid": out["valid"].argmax(axis=1), "test": out["test"].argmax(axis=1)}
 
 
-def _probabilities_of(method: str, data: DataSet, labelled: np.ndarray, seed: int,
-                      options: dict | None, max_epochs: int) -> dict:
+def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: int,
+                      options: dict | None = None, max_epochs: int = MAX_EPOCHS) -> dict:
     """``run_network``'s answer with class probabilities in place of the predicted classes."""
     hparams = hparams_for(method, seed, options or {})
     y = data.train.y

@@ -216,10 +216,45 @@ def test_the_ensemble_averages_its_members_probabilities_over_seeds_of_its_own(m
         p = np.array([answers[seed]])
         return {"valid": p, "test": p, "epochs": 1}
 
-    monkeypatch.setattr(networks, "_probabilities_of", member)
+    monkeypatch.setattr(networks, "run_probabilities", member)
     out = networks.run_network("ssl_gan_rules_x3", None, np.ones(1, bool), seed=1)
     assert seeds == [3, 4, 5]  # seed 1's members share no seed with seed 0's or 2's
     assert out["valid"].tolist() == [1] and out["test"].tolist() == [1]
+
+
+def test_the_blend_weighs_the_peer_as_validation_says(monkeypatch):
+    from scipy import sparse
+
+    from benchmarks import label_efficiency, networks, peers
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(1)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 3 + rng.normal(size=(n, 3)) + 3)
+        return Split(x, y, np.arange(n).astype(str), pseudo=np.where(rng.random(n) < 0.5, y, -1))
+
+    data = DataSet("toy", split(300), split(120), split(90), ["a", "b", "c"], ["r"])
+    labelled = np.zeros(300, bool)
+    labelled[:30] = True
+
+    def network(wrong: bool):
+        def probabilities(method, data_, labelled_, seed, options):
+            assert method == "ssl_gan_rules" and data_ is data
+            # a network sure of the class after the true one, or sure of the true one
+            return {s: np.eye(3)[(getattr(data, s).y + wrong) % 3] * 0.9 + 0.1 / 3
+                    for s in ("valid", "test")}
+        return probabilities
+
+    peer = peers.run_peer("weak_self_training", data, labelled, 0)
+    monkeypatch.setattr(networks, "run_probabilities", network(wrong=True))
+    out = label_efficiency.run("blend", data, labelled, 0, {})
+    assert out["choice"] == {"peer_weight": 1.0}  # the wrong network gets no say
+    assert out["test"].tolist() == peer["test"].tolist()
+    monkeypatch.setattr(networks, "run_probabilities", network(wrong=False))
+    out = label_efficiency.run("blend", data, labelled, 0, {})
+    assert out["choice"]["peer_weight"] < 0.5 and out["test"].tolist() == data.test.y.tolist()
 
 
 def test_validation_halves_on_several_draws_never_read_the_test_split(capsys):
@@ -245,3 +280,26 @@ def test_validation_halves_on_several_draws_never_read_the_test_split(capsys):
     rows = [line.split() for line in printed.splitlines() if line.startswith("20%")]
     assert [row[2] for row in rows] == ["A", "B", "both"]
     assert all(0 <= float(row[4]) <= 100 for row in rows)
+
+
+def test_the_variant_table_scores_the_chosen_variants_on_validation_only(monkeypatch, capsys):
+    from benchmarks import label_efficiency, networks
+    from benchmarks.label_data import DataSet, Split
+
+    y = np.array([0, 1, 2, 0, 1, 2])
+    split = Split(np.zeros((6, 1)), y, np.arange(6).astype(str))
+    unreadable = Split(None, None, None)  # reading the test split would fail
+    data = DataSet("toy", split, split, unreadable, ["a", "b", "c"], [])
+
+    def network(method, data_, labelled, seed, options):
+        # the defaults answer right; a variant that weighs the GAN differently, always "a"
+        return {"valid": y if not options else np.zeros(6, int)}
+
+    monkeypatch.setattr(networks, "run_network", network)
+    label_efficiency.variant_table(data, [0.5], seeds=2, only=["GAN: real/fake"])
+    lines = capsys.readouterr().out.splitlines()[2:]
+    assert [line.split()[0] for line in lines] == ["defaults", "GAN:", "GAN:"]
+    assert float(lines[0].split()[-1]) == 100.0
+    assert all(float(line.split()[-1]) < 100.0 for line in lines[1:])
+    # one column for the scores, whatever the variants' names
+    assert len({len(line) for line in lines}) == 1
