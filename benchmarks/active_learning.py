@@ -44,7 +44,7 @@ import numpy as np
 
 from active_learning import strategies
 from trainer.metrics import macro_f1
-from trainer.peer import balanced_logreg
+from trainer.peer import balanced_logreg, class_probabilities
 
 C_GRID = (1.0, 10.0, 100.0)
 COMMITTEE = 5
@@ -128,13 +128,6 @@ def fit(data, rows: np.ndarray, seed: int):
     return best[2], best[1], best[0]
 
 
-def probabilities(model, x, classes: int) -> np.ndarray:
-    """Class probabilities over every class (a class not yet labelled gets 0)."""
-    full = np.zeros((x.shape[0], classes))
-    full[:, model.classes_] = model.predict_proba(x)
-    return full
-
-
 def pool_geometry(data, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """L2-normalised SVD embeddings of the training pool and each row's kNN density."""
     from sklearn.decomposition import TruncatedSVD
@@ -163,9 +156,9 @@ def scores_for(strategy: str, model, c: float, data, labelled, pool, seed, geome
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 member = balanced_logreg(c, seed).fit(data.train.x[sample], data.train.y[sample])
-            members.append(probabilities(member, data.train.x[pool], classes))
+            members.append(class_probabilities(member, data.train.x[pool], classes))
         return strategies.committee(members)
-    p = probabilities(model, data.train.x[pool], classes)
+    p = class_probabilities(model, data.train.x[pool], classes)
     if base == "density":
         return strategies.information_density(strategies.margin(p), geometry[1][pool],
                                                beta=settings["beta"])

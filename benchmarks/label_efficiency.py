@@ -50,6 +50,7 @@ import numpy as np
 
 from benchmarks import label_data, networks, peers
 from trainer.metrics import macro_f1
+from trainer.peer import class_probabilities
 
 # the default model's class probabilities averaged with the best peer's, the peer's weight
 # chosen on validation among BLEND_WEIGHTS (0: the network alone, 1: the peer alone)
@@ -121,9 +122,8 @@ def run_blend(data, labelled, seed, options) -> dict:
     peer = peers.run_peer(BLEND_PARTS[1], data, labelled, seed)
     answers = {}
     for split in ("valid", "test"):
-        probabilities = np.zeros_like(network[split])
-        model = peer["model"]
-        probabilities[:, model.classes_] = model.predict_proba(getattr(data, split).x)
+        probabilities = class_probabilities(peer["model"], getattr(data, split).x,
+                                            len(data.classes))
         answers[split] = [(w * probabilities + (1 - w) * network[split]).argmax(axis=1)
                           for w in BLEND_WEIGHTS]
     scores = [macro_f1(data.valid.y, predicted) for predicted in answers["valid"]]

@@ -34,6 +34,14 @@ def balanced_logreg(c: float, seed: int = 0):
     return LogisticRegression(C=c, class_weight="balanced", max_iter=2000, random_state=seed)
 
 
+def class_probabilities(model, x, classes: int) -> np.ndarray:
+    """A fitted classifier's probabilities over every one of ``classes`` (a class its
+    training rows lacked gets 0)."""
+    full = np.zeros((x.shape[0], classes))
+    full[:, model.classes_] = model.predict_proba(x)
+    return full
+
+
 def tune(fit_and_score, grid=C_GRID):
     """``(best score, best C)`` over ``grid``; ``fit_and_score(C)`` returns a score."""
     scored = [(fit_and_score(c), c) for c in grid]
@@ -132,8 +140,7 @@ def fit_peer(paths, seed: int = 0) -> dict:
               "trained_on_digest": rows_digest(ids), "split": "valid", "objectives": {}}
     if counts.get("exclusive_valid", 0):
         x_valid, y_valid, _, _ = _features(paths, vocabs, "exclusive", "valid")
-        probabilities = np.zeros((len(y_valid), len(names)))
-        probabilities[:, model.classes_] = model.predict_proba(x_valid)
+        probabilities = class_probabilities(model, x_valid, len(names))
         result["objectives"]["exclusive"] = metrics.exclusive_metrics(y_valid, probabilities,
                                                                       names)
     result["seconds"] = round(time.monotonic() - started, 2)
