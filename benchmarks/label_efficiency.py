@@ -89,6 +89,8 @@ VARIANTS = {
     "no self-training (self_training_per_class 0)": {"self_training_per_class": 0},
     "self-training: 25 pseudo-labels a class": {"self_training_per_class": 25},
     "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},
+    "self-training: second network trains the first's best epochs": {
+        "self_training_epochs": "first_network"},
     # the GAN's own settings: what the real/fake term can add over its GAN-less twin
     "GAN: none (real_fake_weight 0, the twin net_rules)": {"real_fake_weight": 0.0},
     "GAN: real/fake weight 0.3": {"real_fake_weight": 0.3},
@@ -103,6 +105,9 @@ VARIANTS = {
     "shape: dropout 0.5": {"dropout": 0.5},
     "shape: a hidden layer of 512": {"hidden_units": (512,)},
     "shape: two hidden layers (256, 128)": {"hidden_units": (256, 128)},
+    "shape: weight decay 0.01": {"weight_decay": 0.01},
+    "shape: weight decay 0.1": {"weight_decay": 0.1},
+    "shape: weight decay 1": {"weight_decay": 1.0},
 }
 
 
@@ -183,7 +188,7 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> 
         print(f"{name:<{width}}" + "".join(cells), flush=True)
 
 
-def validation_halves(draws: list, budgets, methods, seeds) -> None:
+def validation_halves(draws: list, budgets, methods, seeds, options=None) -> None:
     """Each method chooses on one half of the validation products and is scored on the
     other, each half in turn, on every draw of the split (the figures: means over the draws
     and seeds; "both": over both halves); the test split is not read."""
@@ -209,7 +214,7 @@ def validation_halves(draws: list, budgets, methods, seeds) -> None:
                     split = ways[chosen_on]
                     for seed in range(seeds):
                         labelled = label_data.labelled_rows(len(split.train), budget, seed)
-                        out = run(method, split, labelled, seed, {})
+                        out = run(method, split, labelled, seed, options or {})
                         own.append(100 * macro_f1(split.valid.y, out["valid"]))
                         held_out.append(100 * macro_f1(split.test.y, out["test"]))
                 scores["AB"[chosen_on]] = (own, held_out)
@@ -293,7 +298,7 @@ def main(argv=None) -> None:
         variant_table(data, budgets, args.seeds, only=args.only)
         return
     if args.validation_halves:
-        validation_halves(draws, budgets, methods, args.seeds)
+        validation_halves(draws, budgets, methods, args.seeds, args.options)
         return
     results = main_table(draws, budgets, methods, args.seeds, args.options)
     if args.plot:

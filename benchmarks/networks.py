@@ -104,7 +104,11 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         extra = {"pseudo_labels": int(picked.sum()),
                  "pseudo_right": float(np.mean(y[picked] == data.train.y[picked]))
                  if picked.any() else None, "first_epochs": len(best.scores)}
-        model, best = _fit(method, data, y, labelled | picked, seed, hparams, max_epochs)
+        if hparams.self_training_epochs == "first_network":  # its epochs, no choice of its own
+            model, best = _fit(method, data, y, labelled | picked, seed, hparams,
+                               best.best_epoch + 1, early_stopping=False)
+        else:
+            model, best = _fit(method, data, y, labelled | picked, seed, hparams, max_epochs)
     x_valid, x_test = dense(data.valid.x), dense(data.test.x)
     return {"valid": _probabilities(model, x_valid), "test": _probabilities(model, x_test),
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
@@ -123,9 +127,11 @@ def _predicted(model, x) -> np.ndarray:
 
 
 def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,
-         hparams: HParams, max_epochs: int):
+         hparams: HParams, max_epochs: int, early_stopping: bool = True):
     """A fresh network fitted on the training rows (``y`` the labels of the ``labelled``
-    ones), stopped early on validation; ``(model with its best epoch's weights, stopper)``."""
+    ones), stopped early on validation; ``(model with its best epoch's weights, stopper)``.
+    Without ``early_stopping``: ``max_epochs`` epochs, the last one's weights kept (the
+    stopper only records the validation scores)."""
     keras.utils.set_random_seed(seed)
     x_train, x_valid = dense(data.train.x), dense(data.valid.x)
     specs = [ModelInput("x", "vector", x_train.shape[1])]
@@ -133,7 +139,8 @@ def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: 
     n_rules = len(data.rule_categories) if data.has_rules else 1
     classes = {"exclusive": len(data.classes), "rule_based": n_rules}
     rules = data.train.rules if use_rules else None
-    best = BestOnValidation(lambda model: _predicted(model, x_valid), data.valid.y, PATIENCE)
+    best = BestOnValidation(lambda model: _predicted(model, x_valid), data.valid.y,
+                            PATIENCE if early_stopping else 0)
     steps = len(y) // BATCH
     if method == "dnn":
         model = build_model(hparams, specs, classes)
@@ -157,5 +164,6 @@ def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: 
              everything.shuffle(30_000, seed=seed).repeat()],
             [hparams.labelled_share, 1 - hparams.labelled_share], seed=seed).batch(BATCH)
         model.fit(batches, steps_per_epoch=steps, epochs=max_epochs, callbacks=[best], verbose=0)
-    best.restore_best()
+    if early_stopping:
+        best.restore_best()
     return model, best

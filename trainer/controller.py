@@ -27,7 +27,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import InvalidId, validate_id
 from trainer.accelerators import PRECISIONS, XLA_CHOICES
-from trainer.hparams import EXCLUSIVE_LOSSES, MODEL_TYPES, RULE_GAN_SIGNALS, SCHEDULES, HParams
+from trainer.hparams import (
+    EXCLUSIVE_LOSSES,
+    GAN_HEADS,
+    MODEL_TYPES,
+    RULE_GAN_SIGNALS,
+    SCHEDULES,
+    SELF_TRAINING_EPOCHS,
+    HParams,
+)
 
 log = logging.getLogger("prodcat.trainer")
 COMMANDS = ("train", "evaluate", "predict", "train_and_predict", "export", "embed")
@@ -51,7 +59,8 @@ def _bool(text: str) -> bool:
 
 
 CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS,
-           "exclusive_loss": EXCLUSIVE_LOSSES}
+           "exclusive_loss": EXCLUSIVE_LOSSES, "gan_head": GAN_HEADS,
+           "self_training_epochs": SELF_TRAINING_EPOCHS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ SCHEDULES = ("joint", "exclusive_only", "rule_then_exclusive", "interleaved")
 RULE_GAN_SIGNALS = ("none", "no_category")
 GAN_HEADS = ("class_logits", "separate_unit")
 EXCLUSIVE_LOSSES = ("plain", "logit_adjusted", "balanced")
+SELF_TRAINING_EPOCHS = ("early_stopping", "first_network")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ class HParams:
     # averaging): with early stopping, validation scores and the saved model keeps the
     # averaged weights (0: off)
     weight_averaging: float = 0.0
+    # decoupled weight decay (AdamW, Loshchilov & Hutter 2019) on the discriminator's kernels
+    # (not its biases nor the rules' confusion):
+    # each step shrinks them by learning_rate x weight_decay, every row of the sparse inputs'
+    # kernels too (0: off)
+    weight_decay: float = 0.0
     # the rule-based head's loss on at most this many categories a batch: those some row of the
     # batch has, and negatives drawn at random, weighted to estimate the loss over all of them
     # (0: always all of them). Off by default: on 100,000 generated products (6,799 rule
@@ -85,6 +91,10 @@ class HParams:
     # (README, "Label efficiency"): 50 a class +2.8 and +3.0 macro-F1 at 1% and 2% labelled,
     # 25 and 100 a class a little less; training takes about twice as long
     self_training_per_class: int = 50
+    # how long the second network trains: "early_stopping" (its own epoch chosen on
+    # validation, as the first's) or "first_network" (as many epochs as the first network's
+    # best, no choice of its own: one choice on validation in place of two)
+    self_training_epochs: str = "early_stopping"
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -100,6 +110,9 @@ class HParams:
             raise ValueError("dropout must be in [0, 1) and rule_threshold in (0, 1)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
+        if self.self_training_epochs not in SELF_TRAINING_EPOCHS:
+            raise ValueError(f"self_training_epochs {self.self_training_epochs!r}: choose one "
+                             f"of {SELF_TRAINING_EPOCHS}")
         if self.gan_head not in GAN_HEADS:
             raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
         if self.exclusive_loss not in EXCLUSIVE_LOSSES:
@@ -114,6 +127,8 @@ class HParams:
                 self.consistency_temperature <= 0 or not 0 <= self.consistency_threshold < 1:
             raise ValueError("consistency_weight must be >= 0, consistency_drop in (0, 1), "
                              "consistency_temperature > 0 and consistency_threshold in [0, 1)")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be >= 0")
         if not 0 <= self.weight_averaging < 1:
             raise ValueError("weight_averaging (a moving average's momentum) must be in [0, 1)")
         if self.rule_gan_signal not in RULE_GAN_SIGNALS:

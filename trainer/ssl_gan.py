@@ -564,7 +564,12 @@ def build_ssl_gan(hparams: HParams, specs: list[ModelInput], classes: dict[str, 
     wrap = accelerator.loss_scale_optimizer if accelerator else (lambda optimizer: optimizer)
     averaging = {"use_ema": True, "ema_momentum": hparams.weight_averaging} \
         if hparams.weight_averaging else {}
-    model.compile(d_optimizer=wrap(LazyAdam(hparams.learning_rate, **averaging)),
+    d_optimizer = LazyAdam(hparams.learning_rate, weight_decay=hparams.weight_decay or None,
+                           **averaging)
+    if hparams.weight_decay:
+        # the layers' kernels only: not their biases, nor the rules' confusion
+        d_optimizer.exclude_from_weight_decay(var_names=["bias", "rule_confusion_logits"])
+    model.compile(d_optimizer=wrap(d_optimizer),
                   g_optimizer=wrap(keras.optimizers.Adam(hparams.learning_rate)),
                   jit_compile=accelerator.jit_compile if accelerator else False,
                   steps_per_execution=accelerator.steps_per_execution if accelerator else 1)

@@ -1,6 +1,7 @@
 """What each controller command does: train, evaluate, predict, export."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -106,7 +107,8 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
         index = {name: i for i, name in enumerate(vocabs.labels("exclusive"))}
         labels = {product: index[name] for product, name in pseudo["labels"].items()}
         keras.utils.set_random_seed(hparams.seed)
-        model, result, pretrained = _train_round(paths, hparams, vocabs, accelerator, counts,
+        model, result, pretrained = _train_round(paths, _second_round(hparams, pseudo), vocabs,
+                                                 accelerator, counts,
                                                  model_dir + SELF_TRAINING_DIR, source, labels)
     _save_model(model.classifier() if hparams.model_type == "ssl_gan" else classifier(model),
                 model_dir + MODEL_FILE)
@@ -132,6 +134,17 @@ def _self_trains(hparams: HParams, counts: dict) -> bool:
     """Self-training needs the SSL-GAN, its exclusive head and some human labels to start from."""
     return (hparams.model_type == "ssl_gan" and hparams.self_training_per_class > 0
             and "exclusive" in hparams.objectives and counts.get("exclusive_train", 0) > 0)
+
+
+def _second_round(hparams: HParams, pseudo: dict) -> HParams:
+    """The second network's hyperparameters: the same, or with ``self_training_epochs``
+    "first_network" as many epochs as the first network's best and no early stopping
+    (when the first stopped early; else as the first)."""
+    first = pseudo["first_round"].get("early_stopping")
+    if hparams.self_training_epochs != "first_network" or first is None:
+        return hparams
+    return dataclasses.replace(hparams, epochs=int(first["best_epoch"]),
+                               early_stopping_patience=0)
 
 
 def _round_summary(result: dict) -> dict:

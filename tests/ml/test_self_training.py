@@ -109,3 +109,21 @@ def test_the_trainer_self_trains_with_pseudo_labels_of_unlabelled_training_produ
     again = storage.read_json(paths.stats_file("train"))
     assert again["resumed_at_epoch"] == 2
     assert storage.read_json(result["model_dir"] + task.PSEUDO_LABELS_FILE) == pseudo
+
+
+def test_the_second_network_can_train_the_first_networks_best_epochs_without_a_choice(
+        tmp_path, monkeypatch):
+    paths, _ = preprocessed_run(tmp_path, monkeypatch, 300, 4, 0.2)
+    controller_main(["train", "--run-id", "job", "--epochs", "4", "--early-stopping-patience",
+                     "1", "--self-training-per-class", "3",
+                     "--self-training-epochs", "first_network"])
+    result = storage.read_json(paths.stats_file("train"))
+    first = result["self_training"]["first_round"]["early_stopping"]
+    second = storage.read_json(result["model_dir"] + task.SELF_TRAINING_DIR + "training/"
+                               + training.PROGRESS_FILE)
+    # as many epochs as the first network's best, and no early stopping of its own
+    assert second["epochs_done"] == first["best_epoch"] <= first["epochs_run"]
+    assert "early_stopping" not in result
+    assert len(result["epoch_seconds"]) == first["best_epoch"]
+    with pytest.raises(ValueError, match="self_training_epochs"):
+        HParams(self_training_epochs="always")

@@ -266,6 +266,25 @@ def test_with_weight_averaging_validation_scores_the_averages_and_training_goes_
     assert all(np.allclose(a, w.numpy()) for a, w in zip(seen[0], model.weights))
 
 
+def test_weight_decay_shrinks_the_discriminators_kernels_and_leaves_the_biases():
+    hparams = HParams(hidden_units=(8,), learning_rate=0.01, weight_decay=0.5)
+    model = build_ssl_gan(hparams, [ModelInput("x", "vector", 20)],
+                          {"exclusive": 2, "rule_based": 2},
+                          rule_class_map=ops.convert_to_tensor([[1.0, 0.0], [0.0, 1.0]]))
+    variables = model._d_variables()
+    before = [v.numpy().copy() for v in variables]
+    # a zero gradient moves nothing through Adam: what changes is the decay alone
+    model.d_optimizer.apply_gradients([(ops.zeros_like(v), v) for v in variables])
+    for variable, old in zip(variables, before):
+        kept = "bias" in variable.path or "confusion" in variable.path
+        factor = 1.0 if kept else 1 - 0.01 * 0.5
+        np.testing.assert_allclose(variable.numpy(), old * factor, rtol=1e-6)
+    assert any("kernel" in v.path for v in variables)
+    assert any("confusion" in v.path for v in variables)
+    with pytest.raises(ValueError, match="weight_decay"):
+        HParams(weight_decay=-1.0)
+
+
 def test_a_separate_real_fake_unit_leaves_the_class_logits_out_of_it():
     outputs = lambda real_fake, exclusive: {
         "exclusive": ops.convert_to_tensor(exclusive), "features": ops.zeros((1, 3)),
