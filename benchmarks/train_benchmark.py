@@ -13,7 +13,8 @@ trainer's own seconds (from building the model to the last epoch's validation sc
 without process start-up), training rows per second over those seconds, the steady rate of
 the epochs after the first (the trainer's ``rows_per_second``: its steps only; "-" from a
 revision that does not report it), peak RSS and the best validation score; then the ratios.
-It times one network: the SSL-GAN's self-training (a second network) is turned off.
+It times one network: the SSL-GAN's self-training (a second network) is turned off. The
+preprocessing job's seconds and peak RSS are printed first.
 
     .venvs/ml/bin/python -m benchmarks.train_benchmark --n 100000 [--epochs 3]
         [--model-types ssl_gan,dnn] [--compare-rev REV] [--compare-env KEY=VALUE,...]
@@ -29,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from benchmarks.checkout import is_revision, worktree
@@ -80,9 +82,13 @@ def main(argv=None) -> None:
                "PRODCAT_FEATURE_CONFIG": str(config_without_images(Path(tmp))),
                "PYTHONPATH": str(REPO)}
         print("preprocessing ...", flush=True)
-        counts = result_of([sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", RUN_ID,
-                            "--runner=DirectRunner", "--direct_running_mode=in_memory"],
-                           env, REPO)["examples"]
+        started = time.monotonic()
+        preprocessed = result_of([sys.executable, "-m", "beam_pipelines.preprocess", "--run-id",
+                                  RUN_ID, "--runner=DirectRunner",
+                                  "--direct_running_mode=in_memory"], env, REPO)
+        counts = preprocessed["examples"]
+        print(f"preprocessed in {time.monotonic() - started:.1f} s, peak "
+              f"{preprocessed.get('peak_rss_mib', float('nan')):,.0f} MiB", flush=True)
         if args.compare_rev:
             revisions.append((args.compare_rev, stack.enter_context(worktree(args.compare_rev)),
                               {}))
