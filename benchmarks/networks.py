@@ -104,11 +104,11 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         extra = {"pseudo_labels": int(picked.sum()),
                  "pseudo_right": float(np.mean(y[picked] == data.train.y[picked]))
                  if picked.any() else None, "first_epochs": len(best.scores)}
-        if hparams.self_training_epochs == "first_network":  # its epochs, no choice of its own
-            model, best = _fit(method, data, y, labelled | picked, seed, hparams,
-                               best.best_epoch + 1, early_stopping=False)
-        else:
-            model, best = _fit(method, data, y, labelled | picked, seed, hparams, max_epochs)
+        # "first_network": the first's best epochs, no choice of its own
+        as_first = hparams.self_training_epochs == "first_network"
+        model, best = _fit(method, data, y, labelled | picked, seed, hparams,
+                           best.best_epoch + 1 if as_first else max_epochs,
+                           early_stopping=not as_first)
     x_valid, x_test = dense(data.valid.x), dense(data.test.x)
     return {"valid": _probabilities(model, x_valid), "test": _probabilities(model, x_test),
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}

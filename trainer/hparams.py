@@ -65,10 +65,9 @@ class HParams:
     # averaging): with early stopping, validation scores and the saved model keeps the
     # averaged weights (0: off)
     weight_averaging: float = 0.0
-    # decoupled weight decay (AdamW, Loshchilov & Hutter 2019) on the discriminator's kernels
-    # (not its biases nor the rules' confusion):
-    # each step shrinks them by learning_rate x weight_decay, every row of the sparse inputs'
-    # kernels too (0: off)
+    # decoupled weight decay (AdamW, Loshchilov & Hutter 2019): each step shrinks the
+    # discriminator's kernels (not its biases nor the rules' confusion) by learning_rate x
+    # weight_decay, every row of the sparse inputs' kernels too (0: off)
     weight_decay: float = 0.0
     # the rule-based head's loss on at most this many categories a batch: those some row of the
     # batch has, and negatives drawn at random, weighted to estimate the loss over all of them
