@@ -8,7 +8,9 @@ products, ``tfrecords/catalog_{split}.tfrecords-*`` for every product of a split
 vocabularies under ``transform_fn/``, and bad records under ``quarantine/``.
 
 ``python -m beam_pipelines.preprocess --run-id R [beam pipeline options...]``
-Any option Beam knows (``--runner``, ``--project``, ...) is passed on to Beam.
+Any option Beam knows (``--runner``, ``--project``, ...) is passed on to Beam. Without
+``--runner``, or with ``--runner=DirectRunner``, the job runs on Beam's local
+``FnApiRunner`` (``local_runner_options``).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from tfx_bsl.coders import example_coder
 from tfx_bsl.tfxio import tf_example_record
 
@@ -300,11 +302,34 @@ def clear_outputs(paths: RunPaths) -> None:
         storage.makedirs(directory)
 
 
+# The local runner. Beam's DirectRunner (2.68 and later) first tries the Prism runner, which
+# downloads its binary from GitHub when none is cached, and runs the job there if that works;
+# the job fetches nothing its configuration does not name, so it runs on the runner the
+# DirectRunner falls back to, Beam's FnApiRunner (what Beam's notes advise for a pinned local
+# runner). Its options (``--direct_running_mode``, ``--direct_num_workers``) are the same.
+LOCAL_RUNNER = "FnApiRunner"
+DIRECT_RUNNER_NAMES = ("direct", "directrunner")
+
+
+def local_runner_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam's options from the command line; no runner or the DirectRunner -> ``LOCAL_RUNNER``,
+    any other runner (Dataflow, Flink, Prism named as such ...) as given."""
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None or standard.runner.lower() in DIRECT_RUNNER_NAMES:
+        if standard.runner is not None:
+            log.info("--runner=%s: running on Beam's %s, the DirectRunner's own local runner, "
+                     "without its attempt at the Prism runner (a download)", standard.runner,
+                     LOCAL_RUNNER)
+        standard.runner = LOCAL_RUNNER
+    return options
+
+
 def run(paths: RunPaths, beam_args: list[str], max_bad_ratio: float,
         policy: images.FetchPolicy | None = None) -> dict:
     config = features.load()
     policy = policy or policy_from_settings()
-    options = PipelineOptions(beam_args or ["--runner=DirectRunner"])
+    options = local_runner_options(beam_args)
     clear_outputs(paths)
     with tempfile.TemporaryDirectory(prefix="prodcat-tft-") as local_temp:
         temp_dir = options.get_all_options().get("temp_location") or local_temp

@@ -1,7 +1,7 @@
 """Benchmark: the preprocessing job against a one-process scikit-learn featurisation.
 
 Generates N products (the scale generator), then runs, each in its own process:
-- prodcat's Beam + TF Transform job (DirectRunner): clean, tokenise, top-k
+- prodcat's Beam + TF Transform job (its default local runner): clean, tokenise, top-k
   vocabularies, TF-IDF for title/description/raw category, categorical indices,
   log-scaled price, label encoding, TFRecords per objective/split;
 - scikit-learn: the same featurisation with ``TfidfVectorizer`` (same vocabulary
@@ -94,7 +94,7 @@ def main(argv=None) -> None:
         env = {**os.environ, "PRODCAT_PREFIX": tmp, "PRODCAT_FEATURE_CONFIG": str(config),
                "TF_CPP_MIN_LOG_LEVEL": "3"}
         job = [sys.executable, "-m", "beam_pipelines.preprocess", "--run-id", "bench",
-               "--runner=DirectRunner", "--direct_running_mode=in_memory"]
+               "--direct_running_mode=in_memory"]
         name = "beam + tf.transform, in-memory runner"
         results = {}
         if args.compare_rev:

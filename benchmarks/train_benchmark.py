@@ -84,8 +84,7 @@ def main(argv=None) -> None:
         print("preprocessing ...", flush=True)
         started = time.monotonic()
         preprocessed = result_of([sys.executable, "-m", "beam_pipelines.preprocess", "--run-id",
-                                  RUN_ID, "--runner=DirectRunner",
-                                  "--direct_running_mode=in_memory"], env, REPO)
+                                  RUN_ID, "--direct_running_mode=in_memory"], env, REPO)
         counts = preprocessed["examples"]
         print(f"preprocessed in {time.monotonic() - started:.1f} s, peak "
               f"{preprocessed.get('peak_rss_mib', float('nan')):,.0f} MiB", flush=True)

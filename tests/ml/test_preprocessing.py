@@ -5,17 +5,19 @@ import gzip
 import html
 import json
 import math
+import socket
 import unicodedata
 
 import pytest
 import tensorflow as tf
 import tensorflow_transform as tft
+from apache_beam.options.pipeline_options import StandardOptions
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from beam_pipelines import images, raw_schema, text_ops
-from beam_pipelines.preprocess import run
+from beam_pipelines.preprocess import local_runner_options, run
 from beam_pipelines.raw_schema import BadRecord, to_raw_instance
 from shared_config import features, storage
 from shared_config.paths import SPLITS, RunPaths
@@ -136,6 +138,34 @@ def test_every_hostile_record_ends_in_the_tfrecords_or_the_quarantine(tmp_path):
     latin = next(q for q in quarantined if q["kind"] == "not_utf8")
     assert "caf\ufffd cr\ufffdme" in latin["record"] and "utf-8" in latin["reason"]
     assert [q["record"] for q in quarantined if q["kind"] == "image"] == ["/definitely/not/here.png"]
+
+
+def test_the_job_looks_up_no_host_but_this_machine(tmp_path, monkeypatch):
+    """Beam's DirectRunner would first fetch the Prism runner's binary from GitHub; the job
+    runs on Beam's local FnApiRunner and names no host beyond this machine."""
+    looked_up = []
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        looked_up.append(host.decode() if isinstance(host, bytes) else str(host))
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    products = [{"id": f"p{i}", "title": f"red dress {i}", "price": i} for i in range(4)]
+    paths, summary = run_job(tmp_path, [json.dumps(p) for p in products])
+    assert summary["products_read"] == 4 and len(read_catalogue(paths)) == 4
+    assert set(looked_up) <= {"localhost", "127.0.0.1", "::1", "None", ""}, looked_up
+
+
+@pytest.mark.parametrize("given, runner", [([], "FnApiRunner"),
+                                           (["--runner=DirectRunner"], "FnApiRunner"),
+                                           (["--runner", "direct"], "FnApiRunner"),
+                                           (["--runner=DataflowRunner"], "DataflowRunner"),
+                                           (["--runner=PrismRunner"], "PrismRunner")])
+def test_the_local_runner_replaces_only_the_direct_runner(given, runner):
+    options = local_runner_options([*given, "--direct_running_mode=multi_processing"])
+    assert options.view_as(StandardOptions).runner == runner
+    assert options.get_all_options()["direct_running_mode"] == "multi_processing"
 
 
 def test_too_many_bad_records_fail_the_job_and_say_why(tmp_path):
