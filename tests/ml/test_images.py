@@ -11,6 +11,7 @@ import threading
 import time
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import apache_beam as beam
 import numpy as np
@@ -19,7 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from beam_pipelines import images
-from beam_pipelines.preprocess import attach_images
+from beam_pipelines.preprocess import attach_images, local_runner_options
 
 # The test server listens on loopback: the policy allows 127.0.0.1 (and nothing else private).
 POLICY = images.FetchPolicy(timeout=1.0, deadline=5.0, max_bytes=20_000, retries=2, backoff=0.01,
@@ -35,10 +36,10 @@ def png(size: int = 8) -> bytes:
 
 
 class Handler(BaseHTTPRequestHandler):
-    hits: collections.Counter = collections.Counter()
-    flaky_left = {"n": 0}
+    hits: ClassVar[collections.Counter] = collections.Counter()
+    flaky_left: ClassVar[dict] = {"n": 0}
 
-    def do_GET(self):  # noqa: N802 (the http.server API)
+    def do_GET(self):
         Handler.hits[self.path] += 1
         if self.path.startswith("/good"):
             return self._send(200, png())
@@ -118,7 +119,7 @@ def test_each_distinct_url_is_fetched_once_per_run(server):
     products = [{"id": f"p{i}", "image": ref} for i, ref in
                 enumerate([good] * 5 + [missing] * 3 + [""] * 2)]
     normalised = images.normalise(png(), 8, POLICY)
-    with beam.Pipeline() as pipeline:
+    with beam.Pipeline(options=local_runner_options([])) as pipeline:  # the job's runner
         attached, problems = attach_images(pipeline | beam.Create(products), {"image": 8}, POLICY)
         assert_that(attached | "Sizes" >> beam.Map(lambda p: (p["id"], len(p["image"]))),
                     equal_to([(f"p{i}", len(normalised)) for i in range(5)]
@@ -134,9 +135,9 @@ def test_each_distinct_url_is_fetched_once_per_run(server):
 class Canary(BaseHTTPRequestHandler):
     """A server the policy does not allow (127.0.0.2): it counts every request that reaches it."""
 
-    hits: list = []
+    hits: ClassVar[list] = []
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         Canary.hits.append(self.path)
         self.send_response(200)
         self.end_headers()
@@ -151,7 +152,7 @@ class Tricks(BaseHTTPRequestHandler):
 
     canary = ""
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path == "/to-canary":
             self.send_response(302)
             self.send_header("Location", Tricks.canary + "/secret")
