@@ -5,8 +5,9 @@ a list, an object, huge, a lone surrogate, a bad number; image references of eve
 kind a feed can hold — is put straight into the store, and the weekly run must
 finish: dumped = examples + quarantined, with a reason for each quarantined
 product; no file outside the allowed image directories is opened (an audit hook in
-every stage process says so) and no request reaches an address the policy does not
-allow (a canary server counts them).
+every stage process says so), no host name but this machine's is looked up (the same
+hook) and no request reaches an address the policy does not allow (a canary server counts
+them).
 """
 from __future__ import annotations
 
@@ -35,12 +36,24 @@ GOOD_PRODUCTS = 2000
 IMAGE_HOST, CANARY_HOST = "127.0.0.3", "127.0.0.2"  # the image server is allowed, the canary not
 
 # Installed in every Python process of the run (a sitecustomize on PYTHONPATH): logs any
-# open() of a watched path and any connect() to a watched host.
+# open() of a watched path, any connect() to a watched host and any name looked up that is
+# not this machine's.
 AUDIT_HOOK = '''
 import os, sys
 _watched = [p for p in os.environ.get("PRODCAT_TEST_AUDIT_WATCH", "").split(os.pathsep) if p]
 _hosts = [h for h in os.environ.get("PRODCAT_TEST_AUDIT_HOSTS", "").split(",") if h]
 _log = os.environ.get("PRODCAT_TEST_AUDIT_LOG")
+# the names a run may look up: this machine's (any other, a download say, is logged)
+import socket as _socket
+_local_names = {"localhost", "None", "", _socket.gethostname()}
+
+def _is_address(host):  # an address is not looked up (the fetch policy checks it as given)
+    import ipaddress
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 def _hook(event, args):
     if not _log:
@@ -54,6 +67,11 @@ def _hook(event, args):
         if str(args[1][0]) in _hosts:
             with open(_log, "a") as out:
                 out.write(f"connect {args[1]} by {sys.argv[:3]}\\n")
+    elif event == "socket.getaddrinfo":
+        host = os.fsdecode(args[0]) if isinstance(args[0], bytes) else str(args[0])
+        if not (host in _local_names or _is_address(host)):
+            with open(_log, "a") as out:
+                out.write(f"getaddrinfo {host} by {sys.argv[:3]}\\n")
 
 sys.addaudithook(_hook)
 '''
@@ -64,7 +82,7 @@ class ImageServer(BaseHTTPRequestHandler):
 
     redirects: dict = {}  # noqa: RUF012
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         if self.path in ImageServer.redirects:
             self.send_response(302)
             self.send_header("Location", ImageServer.redirects[self.path])
@@ -193,8 +211,11 @@ def test_a_hostile_feed_cannot_stop_the_run_nor_reach_outside(broker_settings, h
     assert store.count() == in_store
 
     # the audit hook is in every process started with this environment: it sees a probe
-    subprocess.run([sys.executable, "-c", f"open({str(outside)!r}).close()"], env=env, check=True)
+    probe = (f"open({str(outside)!r}).close()\nimport socket\n"
+             "try:\n    socket.getaddrinfo('example.invalid', 80)\nexcept OSError:\n    pass")
+    subprocess.run([sys.executable, "-c", probe], env=env, check=True)
     assert f"open {outside}" in audit_log.read_text()
+    assert "getaddrinfo example.invalid" in audit_log.read_text()
     audit_log.unlink()
 
     run_id = f"hostile-{uuid.uuid4().hex[:6]}"
