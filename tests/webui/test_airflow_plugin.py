@@ -91,8 +91,7 @@ def test_the_airflow_ui_shows_the_menu_and_opens_the_queue_in_it(api_server):
 
     from tests.webui.test_browser import browser, shot, wait_for
 
-    driver = browser()
-    try:
+    with browser() as driver:
         driver.get(api_server + "/auth/token/login")  # all-admins mode: a session, no password
         # the menu: Plugins > prodcat > Labelling
         wait_for(driver, lambda d: d.find_elements(
@@ -111,5 +110,3 @@ def test_the_airflow_ui_shows_the_menu_and_opens_the_queue_in_it(api_server):
         assert driver.find_element(By.ID, "product-id").text == "p000"
         driver.switch_to.default_content()
         shot(driver, "airflow_labelling")
-    finally:
-        driver.quit()

@@ -6,8 +6,10 @@ by default) under ``webui/``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -43,7 +45,11 @@ def server(ui_settings):
     thread.join(10)
 
 
+@contextlib.contextmanager
 def browser():
+    """A headless Chromium, quit on leaving. Its temporary files (profile, singleton socket)
+    go to a directory of its own, removed after it, not to the system's temporary directory,
+    where quitting leaves some (a short path: the socket's must fit a Unix socket's 108 bytes)."""
     if not (CHROMIUM and DRIVER):
         pytest.fail("these tests need Debian's chromium and chromium-driver: run `make install`")
     from selenium import webdriver
@@ -54,19 +60,19 @@ def browser():
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                  "--window-size=1280,1000", "--disable-gpu"):
         options.add_argument(flag)
-    return webdriver.Chrome(options=options, service=Service(DRIVER))
+    with tempfile.TemporaryDirectory(prefix="prodcat-chromium-") as temp_dir:
+        driver = webdriver.Chrome(options=options, service=Service(
+            DRIVER, env={**os.environ, "TMPDIR": temp_dir}))
+        try:
+            yield driver
+        finally:
+            driver.quit()
 
 
 @pytest.fixture
 def browsers():
-    opened = []
-
-    def open_one():
-        opened.append(browser())
-        return opened[-1]
-    yield open_one
-    for driver in opened:
-        driver.quit()
+    with contextlib.ExitStack() as opened:
+        yield lambda: opened.enter_context(browser())
 
 
 def shot(driver, name: str) -> None:
