@@ -39,16 +39,14 @@ IMAGE_HOST, CANARY_HOST = "127.0.0.3", "127.0.0.2"  # the image server is allowe
 # open() of a watched path, any connect() to a watched host and any name looked up that is
 # not this machine's.
 AUDIT_HOOK = '''
-import os, sys
+import ipaddress, os, socket as _socket, sys
 _watched = [p for p in os.environ.get("PRODCAT_TEST_AUDIT_WATCH", "").split(os.pathsep) if p]
 _hosts = [h for h in os.environ.get("PRODCAT_TEST_AUDIT_HOSTS", "").split(",") if h]
 _log = os.environ.get("PRODCAT_TEST_AUDIT_LOG")
 # the names a run may look up: this machine's (any other, a download say, is logged)
-import socket as _socket
 _local_names = {"localhost", "None", "", _socket.gethostname()}
 
 def _is_address(host):  # an address is not looked up (the fetch policy checks it as given)
-    import ipaddress
     try:
         ipaddress.ip_address(host)
     except ValueError:
