@@ -20,6 +20,10 @@ are left out; 100 and 1,000 labels.
 ``--variants`` prints the other table: each variant of prodcat's model (options
 of ``trainer/hparams.py``) against the default, scored on validation only.
 
+``--at-inference`` prints a third table, validation only: what changing the class
+probabilities after training does, for the default model and the best peer (the rules'
+classes weighed in, post-hoc logit adjustment).
+
 ``--draws N`` runs the test table on N draws of the split by product (draw 0 the
 pipeline's own): a test split of about a hundred products moves every method by points,
 so the mean over several draws says more than any one of them.
@@ -33,6 +37,7 @@ draw of the split, the figures averaged).
     .venvs/ml/bin/python -m benchmarks.label_efficiency [--seeds 3] [--dataset reviews]
         [--budgets 0.01,0.02] [--methods ...] [--draws 1] [--plot docs/label_efficiency_reviews.png]
     .venvs/ml/bin/python -m benchmarks.label_efficiency --variants [--budgets 0.01,0.02]
+    .venvs/ml/bin/python -m benchmarks.label_efficiency --at-inference [--budgets 0.01,0.02]
     .venvs/ml/bin/python -m benchmarks.label_efficiency --validation-halves --seeds 2 \
         --budgets 0.01,0.02 --methods weak_supervision,ssl_gan_rules [--draws 3]
 """
@@ -111,6 +116,35 @@ VARIANTS = {
 }
 
 
+
+def rules_weighed(strength: float):
+    """The rules' classes weighed in at inference: each class the product's rule labels name
+    (``Split.candidates``) has its probability multiplied by ``e**strength``; products the
+    rules name nothing for keep theirs. The legacy rules label products at prediction time
+    too, so a model may read them there as well as in training."""
+    def adjust(probabilities, split, prior):
+        named = split.candidates
+        return np.where(named.sum(axis=1, keepdims=True) > 0,
+                        probabilities * np.exp(strength * named), probabilities)
+    return adjust
+
+
+def logit_adjusted(tau: float):
+    """Post-hoc logit adjustment (Menon et al. 2021): log p(class) - tau log prior(class),
+    the prior the labelled rows' class frequencies (plus one): small classes pushed up."""
+    return lambda probabilities, split, prior: np.log(probabilities + 1e-12) - tau * np.log(prior)
+
+
+# What was tried after training on the class probabilities of the default model and of the
+# best peer, scored on validation only (``--at-inference``)
+AT_INFERENCE = {
+    "as trained": lambda probabilities, split, prior: probabilities,
+    **{f"rules' classes weighed in, e^{s:g}": rules_weighed(s) for s in (0.5, 1.0, 2.0)},
+    **{f"logit adjustment, tau {t:g}": logit_adjusted(t) for t in (0.25, 0.5, 1.0)},
+}
+INFERENCE_METHODS = ("ssl_gan_rules", "weak_self_training")
+
+
 def run(method, data, labelled, seed, options):
     if method in peers.PEERS:
         return peers.run_peer(method, data, labelled, seed)
@@ -186,6 +220,37 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> 
                     scores.append(100 * macro_f1(data.valid.y, out["valid"]))
                 cells.append(f"{np.mean(scores):>22.1f}")
         print(f"{name:<{width}}" + "".join(cells), flush=True)
+
+
+def inference_table(data, budgets, seeds) -> None:
+    """``AT_INFERENCE``'s changes to the class probabilities of the default model and the
+    best peer, each trained once per budget and seed: validation macro-F1 (the test is not
+    read), means over the seeds."""
+    scores: dict = {}  # (adjustment, method, budget) -> [per seed]
+    for budget in budgets:
+        for seed in range(seeds):
+            labelled = label_data.labelled_rows(len(data.train), budget, seed)
+            counts = np.bincount(data.train.y[labelled], minlength=len(data.classes)) + 1.0
+            prior = counts / counts.sum()
+            peer = peers.run_peer(INFERENCE_METHODS[1], data, labelled, seed)
+            probabilities = {
+                INFERENCE_METHODS[0]: networks.run_probabilities(
+                    INFERENCE_METHODS[0], data, labelled, seed)["valid"],
+                INFERENCE_METHODS[1]: class_probabilities(peer["model"], data.valid.x,
+                                                          len(data.classes))}
+            for name, adjust in AT_INFERENCE.items():
+                for method, p in probabilities.items():
+                    predicted = np.asarray(adjust(p, data.valid, prior)).argmax(axis=1)
+                    scores.setdefault((name, method, budget), []).append(
+                        100 * macro_f1(data.valid.y, predicted))
+    width = max(map(len, AT_INFERENCE)) + 2
+    print(f"validation macro-F1, mean over seeds 0..{seeds - 1}; budgets {list(budgets)}")
+    print(f"{'after training':<{width}}" + "".join(
+        f"{m + ' ' + budget_name(b, 0):>24}" for b in budgets for m in INFERENCE_METHODS))
+    for name in AT_INFERENCE:
+        print(f"{name:<{width}}" + "".join(
+            f"{np.mean(scores[name, m, b]):>24.1f}" for b in budgets for m in INFERENCE_METHODS),
+            flush=True)
 
 
 def validation_halves(draws: list, budgets, methods, seeds, options=None) -> None:
@@ -271,6 +336,9 @@ def main(argv=None) -> None:
     parser.add_argument("--only", action="append", default=[],
                         help="with --variants: the variants whose name contains this text "
                              "(repeatable)")
+    parser.add_argument("--at-inference", action="store_true",
+                        help="print the table of changes to the class probabilities after "
+                             "training (validation) instead of the test table")
     parser.add_argument("--validation-halves", action="store_true",
                         help="choose on one half of the validation products, score on the "
                              "other (the test split is not read)")
@@ -282,8 +350,10 @@ def main(argv=None) -> None:
         parser.error(f"unknown methods {sorted(unknown)} (choose from {METHODS}), or no seeds")
     budgets = tuple(float(b) for b in args.budgets.split(",")) if args.budgets \
         else BUDGETS[args.dataset]
-    if args.draws < 1 or (args.draws > 1 and args.variants):
-        parser.error("--draws must be >= 1, and 1 with --variants")
+    if args.draws < 1 or (args.draws > 1 and (args.variants or args.at_inference)):
+        parser.error("--draws must be >= 1, and 1 with --variants or --at-inference")
+    if args.at_inference and args.dataset != "reviews":
+        parser.error("--at-inference needs the rules: --dataset reviews")
     draws = [label_data.load(args.dataset, draw) for draw in range(args.draws)]
     data = draws[0]
     if not data.has_rules:
@@ -296,6 +366,9 @@ def main(argv=None) -> None:
                                                       if args.options else ""), flush=True)
     if args.variants:
         variant_table(data, budgets, args.seeds, only=args.only)
+        return
+    if args.at_inference:
+        inference_table(data, budgets, args.seeds)
         return
     if args.validation_halves:
         validation_halves(draws, budgets, methods, args.seeds, args.options)

@@ -303,3 +303,42 @@ def test_the_variant_table_scores_the_chosen_variants_on_validation_only(monkeyp
     assert all(float(line.split()[-1]) < 100.0 for line in lines[1:])
     # one column for the scores, whatever the variants' names
     assert len({len(line) for line in lines}) == 1
+
+
+def test_at_inference_the_rules_classes_weigh_in_on_validation_only(monkeypatch, capsys):
+    from scipy import sparse
+
+    from benchmarks import label_efficiency, networks
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(2)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 3 + rng.normal(size=(n, 3)) + 3)
+        # the rules name the true class of half the products, nothing for the others
+        named = np.eye(3)[y] * (np.arange(n) % 2 == 0)[:, None]
+        return Split(x, y, np.arange(n).astype(str), candidates=named,
+                     pseudo=np.where(named.sum(axis=1) > 0, y, -1))
+
+    # the peer predicts the test products as it always does, but their labels are not read
+    unlabelled_test = Split(split(60).x, None, None)
+    data = DataSet("toy", split(300), split(120), unlabelled_test, ["a", "b", "c"], ["r"])
+
+    def network(method, data_, labelled, seed, options=None):
+        assert method == "ssl_gan_rules" and data_ is data
+        # 0.6 on the class after the true one, 0.2 on each other: only a strong enough
+        # weight on the rules' class turns round the products the rules name
+        return {"valid": np.eye(3)[(data.valid.y + 1) % 3] * 0.4 + 0.2}
+
+    monkeypatch.setattr(networks, "run_probabilities", network)
+    label_efficiency.inference_table(data, [0.2], seeds=1)
+    rows = {line[:40].strip(): [float(v) for v in line[40:].split()]
+            for line in capsys.readouterr().out.splitlines()[2:]}
+    assert list(rows) == list(label_efficiency.AT_INFERENCE)
+    network_scores = {name: scores[0] for name, scores in rows.items()}
+    assert network_scores["as trained"] == 0.0
+    # e^0.5 and e^1 are not enough (0.33 and 0.54 against 0.6); e^2 is (1.48)
+    assert network_scores["rules' classes weighed in, e^1"] == 0.0
+    assert 40 < network_scores["rules' classes weighed in, e^2"] < 100
+    assert all(0 <= scores[1] <= 100 for scores in rows.values())  # the peer's column
