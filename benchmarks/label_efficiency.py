@@ -57,10 +57,11 @@ from benchmarks import label_data, networks, peers
 from trainer.metrics import macro_f1
 from trainer.peer import class_probabilities
 
+# the default model and the best peer: the blend's parts, and the after-training table's models
+NETWORK_AND_PEER = ("ssl_gan_rules", "weak_self_training")
 # the default model's class probabilities averaged with the best peer's, the peer's weight
 # chosen on validation among BLEND_WEIGHTS (0: the network alone, 1: the peer alone)
 BLEND = "blend"
-BLEND_PARTS = ("ssl_gan_rules", "weak_self_training")
 BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 RULE_METHODS = ("weak_supervision", "weak_self_training", "ssl_gan_rules", "net_rules",
                 "ssl_gan_rules_x3", BLEND)
@@ -116,7 +117,6 @@ VARIANTS = {
 }
 
 
-
 def rules_weighed(strength: float):
     """The rules' classes weighed in at inference: each class the product's rule labels name
     (``Split.candidates``) has its probability multiplied by ``e**strength``; products the
@@ -142,7 +142,6 @@ AT_INFERENCE = {
     **{f"rules' classes weighed in, e^{s:g}": rules_weighed(s) for s in (0.5, 1.0, 2.0)},
     **{f"logit adjustment, tau {t:g}": logit_adjusted(t) for t in (0.25, 0.5, 1.0)},
 }
-INFERENCE_METHODS = ("ssl_gan_rules", "weak_self_training")
 
 
 def run(method, data, labelled, seed, options):
@@ -153,18 +152,22 @@ def run(method, data, labelled, seed, options):
     return networks.run_network(method, data, labelled, seed, options)
 
 
+def network_and_peer_probabilities(data, labelled, seed, options, splits) -> dict:
+    """``NETWORK_AND_PEER``, each trained once: ``{split: (network's, peer's)}`` class
+    probabilities on each of ``splits``."""
+    network = networks.run_probabilities(NETWORK_AND_PEER[0], data, labelled, seed, options)
+    peer = peers.run_peer(NETWORK_AND_PEER[1], data, labelled, seed)
+    return {split: (network[split], class_probabilities(
+        peer["model"], getattr(data, split).x, len(data.classes))) for split in splits}
+
+
 def run_blend(data, labelled, seed, options) -> dict:
     """The default network's class probabilities averaged with the weak-supervision peer's
     (a different kind of model, so their errors may differ); the peer's weight is chosen
     on validation, as every other choice."""
-    network = networks.run_probabilities(BLEND_PARTS[0], data, labelled, seed, options)
-    peer = peers.run_peer(BLEND_PARTS[1], data, labelled, seed)
-    answers = {}
-    for split in ("valid", "test"):
-        probabilities = class_probabilities(peer["model"], getattr(data, split).x,
-                                            len(data.classes))
-        answers[split] = [(w * probabilities + (1 - w) * network[split]).argmax(axis=1)
-                          for w in BLEND_WEIGHTS]
+    answers = {split: [(w * peer + (1 - w) * network).argmax(axis=1) for w in BLEND_WEIGHTS]
+               for split, (network, peer) in network_and_peer_probabilities(
+                   data, labelled, seed, options, ("valid", "test")).items()}
     scores = [macro_f1(data.valid.y, predicted) for predicted in answers["valid"]]
     best = int(np.argmax(scores))
     return {"valid": answers["valid"][best], "test": answers["test"][best],
@@ -232,24 +235,19 @@ def inference_table(data, budgets, seeds) -> None:
             labelled = label_data.labelled_rows(len(data.train), budget, seed)
             counts = np.bincount(data.train.y[labelled], minlength=len(data.classes)) + 1.0
             prior = counts / counts.sum()
-            peer = peers.run_peer(INFERENCE_METHODS[1], data, labelled, seed)
-            probabilities = {
-                INFERENCE_METHODS[0]: networks.run_probabilities(
-                    INFERENCE_METHODS[0], data, labelled, seed)["valid"],
-                INFERENCE_METHODS[1]: class_probabilities(peer["model"], data.valid.x,
-                                                          len(data.classes))}
+            both = network_and_peer_probabilities(data, labelled, seed, {}, ("valid",))
             for name, adjust in AT_INFERENCE.items():
-                for method, p in probabilities.items():
+                for method, p in zip(NETWORK_AND_PEER, both["valid"]):
                     predicted = np.asarray(adjust(p, data.valid, prior)).argmax(axis=1)
                     scores.setdefault((name, method, budget), []).append(
                         100 * macro_f1(data.valid.y, predicted))
     width = max(map(len, AT_INFERENCE)) + 2
     print(f"validation macro-F1, mean over seeds 0..{seeds - 1}; budgets {list(budgets)}")
     print(f"{'after training':<{width}}" + "".join(
-        f"{m + ' ' + budget_name(b, 0):>24}" for b in budgets for m in INFERENCE_METHODS))
+        f"{m + ' ' + budget_name(b, 0):>24}" for b in budgets for m in NETWORK_AND_PEER))
     for name in AT_INFERENCE:
         print(f"{name:<{width}}" + "".join(
-            f"{np.mean(scores[name, m, b]):>24.1f}" for b in budgets for m in INFERENCE_METHODS),
+            f"{np.mean(scores[name, m, b]):>24.1f}" for b in budgets for m in NETWORK_AND_PEER),
             flush=True)
 
 
