@@ -97,6 +97,14 @@ VARIANTS = {
     "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},
     "self-training: second network trains the first's best epochs": {
         "self_training_epochs": "first_network"},
+    "self-training: pseudo-labels the rules agree with (or say nothing of)": {
+        "self_training_rules": "agree"},
+    "self-training: pseudo-labels the rules agree with, only": {
+        "self_training_rules": "agree_only"},
+    "self-training: pseudo-labels from the weak-supervision peer": {
+        networks.TEACHER: "peer"},
+    "self-training: pseudo-labels from the network and the peer": {
+        networks.TEACHER: "network_and_peer"},
     # the GAN's own settings: what the real/fake term can add over its GAN-less twin
     "GAN: none (real_fake_weight 0, the twin net_rules)": {"real_fake_weight": 0.0},
     "GAN: real/fake weight 0.3": {"real_fake_weight": 0.3},
@@ -213,16 +221,22 @@ def variant_table(data, budgets, seeds, methods=("ssl_gan_rules",), only=()) -> 
     print(f"{'variant':<{width}}" + "".join(f"{m + ' ' + budget_name(b, 0):>22}"
                                             for b in budgets for m in methods), flush=True)
     for name, options in chosen.items():
-        cells = []
+        cells, right = [], []
         for budget in budgets:
             for method in methods:
-                scores = []
+                scores, pseudo_right = [], []
                 for seed in range(seeds):
                     labelled = label_data.labelled_rows(len(data.train), budget, seed)
                     out = networks.run_network(method, data, labelled, seed, options)
                     scores.append(100 * macro_f1(data.valid.y, out["valid"]))
+                    if out.get("pseudo_right") is not None:
+                        pseudo_right.append(100 * out["pseudo_right"])
                 cells.append(f"{np.mean(scores):>22.1f}")
+                right.append(f"{np.mean(pseudo_right):>21.0f}%" if pseudo_right else f"{'-':>22}")
         print(f"{name:<{width}}" + "".join(cells), flush=True)
+        # how often self-training's pseudo-labels are right (the training rows' true classes)
+        if any(cell.strip() != "-" for cell in right):
+            print(f"{'  its pseudo-labels right':<{width}}" + "".join(right), flush=True)
 
 
 def inference_table(data, budgets, seeds) -> None:

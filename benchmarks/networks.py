@@ -13,7 +13,9 @@
 
 Every network stops early on validation macro-F1 (the best epoch's weights are
 kept), as the trainer does with ``--early-stopping-patience``, and the SSL-GAN's
-self-train as the trainer does (``self_training_per_class``).
+self-train as the trainer does (``self_training_per_class``); the benchmark-only option
+``self_training_teacher`` has the weak-supervision peer pick the pseudo-labels instead, or
+the network and the peer together (co-training, a variant tried on validation).
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from benchmarks.label_data import DataSet
 from trainer.hparams import HParams
 from trainer.model import ModelInput, build_model
 from trainer.rule_classes import RuleClassMap
-from trainer.self_training import pick_per_class, softmax
+from trainer.self_training import agrees_with_rules, pick_per_class, softmax
 from trainer.ssl_gan import build_ssl_gan
 from trainer.training import BestOnValidation
 
@@ -42,6 +44,11 @@ NETWORKS = ("dnn", "ssl_gan", "ssl_gan_rules", "net_supervised", "net_rules",
 ENSEMBLE = "_x3"  # a method of three networks
 MEMBERS = 3
 BENCHMARK_SHAPE = {"hidden_units": (256,), "dropout": 0.3, "batch_size": BATCH}
+# a benchmark-only option (not the trainer's): who picks self-training's pseudo-labels, the
+# first network ("network", as the trainer), the weak-supervision peer ("peer") or both,
+# their class probabilities averaged ("network_and_peer")
+TEACHER = "self_training_teacher"
+TEACHERS = ("network", "peer", "network_and_peer")
 
 
 def dense(x):
@@ -92,15 +99,30 @@ def run_network(method: str, data: DataSet, labelled: np.ndarray, seed: int,
 def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: int,
                       options: dict | None = None, max_epochs: int = MAX_EPOCHS) -> dict:
     """``run_network``'s answer with class probabilities in place of the predicted classes."""
-    hparams = hparams_for(method, seed, options or {})
+    options = dict(options or {})
+    teacher = options.pop(TEACHER, "network")
+    if teacher not in TEACHERS:
+        raise ValueError(f"{TEACHER} {teacher!r}: choose one of {TEACHERS}")
+    hparams = hparams_for(method, seed, options)
     y = data.train.y
     model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs)
     extra = {}
     if method != "dnn" and hparams.self_training_per_class and not labelled.all():
         parts = np.array_split(dense(data.train.x), max(1, len(y) // 4096))
-        logits = np.concatenate([_logits(model, part) for part in parts])
-        picked = pick_per_class(softmax(logits), labelled, hparams.self_training_per_class)
-        y = np.where(picked, logits.argmax(axis=1), y)
+        probabilities = softmax(np.concatenate([_logits(model, part) for part in parts]))
+        if teacher != "network":  # the weak-supervision peer's probabilities (co-training)
+            from benchmarks.peers import run_peer
+            from trainer.peer import class_probabilities
+
+            peer = class_probabilities(run_peer("weak_supervision", data, labelled, seed)["model"],
+                                       data.train.x, len(data.classes))
+            probabilities = peer if teacher == "peer" else (probabilities + peer) / 2
+        use_rules = "rule_based" in hparams.objectives and data.has_rules
+        eligible = agrees_with_rules(probabilities, data.train.candidates if use_rules else None,
+                                     hparams.self_training_rules)
+        picked = pick_per_class(probabilities, labelled | ~eligible,
+                                hparams.self_training_per_class)
+        y = np.where(picked, probabilities.argmax(axis=1), y)
         extra = {"pseudo_labels": int(picked.sum()),
                  "pseudo_right": float(np.mean(y[picked] == data.train.y[picked]))
                  if picked.any() else None, "first_epochs": len(best.scores)}

@@ -34,6 +34,7 @@ from trainer.hparams import (
     RULE_GAN_SIGNALS,
     SCHEDULES,
     SELF_TRAINING_EPOCHS,
+    SELF_TRAINING_RULES,
     HParams,
 )
 
@@ -60,7 +61,7 @@ def _bool(text: str) -> bool:
 
 CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS,
            "exclusive_loss": EXCLUSIVE_LOSSES, "gan_head": GAN_HEADS,
-           "self_training_epochs": SELF_TRAINING_EPOCHS}
+           "self_training_epochs": SELF_TRAINING_EPOCHS, "self_training_rules": SELF_TRAINING_RULES}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,7 @@ def to_model_inputs(batch: dict, vocabs: Vocabularies) -> dict:
     return inputs
 
 
-def _multi_hot_sparse(ids: tf.SparseTensor, width: int) -> tf.SparseTensor:
+def multi_hot_sparse(ids: tf.SparseTensor, width: int) -> tf.SparseTensor:
     """[batch, width] 0/1 sparse rows from per-row ids, each (row, id) once."""
     rows = ids.indices[:, 0]
     cells, _ = tf.unique(rows * width + ids.values)
@@ -114,7 +114,7 @@ def to_targets(batch: dict, objectives, vocabs: Vocabularies, sparse_rules: bool
     if "rule_based" in objectives:
         labels = batch["rule_based_labels"]
         width = len(vocabs.labels("rule_based"))
-        multi_hot = _multi_hot_sparse(labels, width)
+        multi_hot = multi_hot_sparse(labels, width)
         targets["rule_based"] = multi_hot if sparse_rules else tf.sparse.to_dense(multi_hot)
         counts = tf.math.bincount(tf.cast(labels.indices[:, 0], tf.int32),
                                   minlength=tf.cast(labels.dense_shape[0], tf.int32))

@@ -13,6 +13,7 @@ RULE_GAN_SIGNALS = ("none", "no_category")
 GAN_HEADS = ("class_logits", "separate_unit")
 EXCLUSIVE_LOSSES = ("plain", "logit_adjusted", "balanced")
 SELF_TRAINING_EPOCHS = ("early_stopping", "first_network")
+SELF_TRAINING_RULES = ("ignored", "agree", "agree_only")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class HParams:
     # validation, as the first's) or "first_network" (as many epochs as the first network's
     # best, no choice of its own: one choice on validation in place of two)
     self_training_epochs: str = "early_stopping"
+    # what the rules say about a pseudo-label (``trainer.self_training.agrees_with_rules``):
+    # "ignored"; "agree": a product whose rule labels name classes is pseudo-labelled only
+    # with one of them (products the rules say nothing of stay eligible); "agree_only": only
+    # products whose rules name the predicted class
+    self_training_rules: str = "ignored"
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
 
@@ -112,6 +118,9 @@ class HParams:
         if self.self_training_epochs not in SELF_TRAINING_EPOCHS:
             raise ValueError(f"self_training_epochs {self.self_training_epochs!r}: choose one "
                              f"of {SELF_TRAINING_EPOCHS}")
+        if self.self_training_rules not in SELF_TRAINING_RULES:
+            raise ValueError(f"self_training_rules {self.self_training_rules!r}: choose one "
+                             f"of {SELF_TRAINING_RULES}")
         if self.gan_head not in GAN_HEADS:
             raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
         if self.exclusive_loss not in EXCLUSIVE_LOSSES:

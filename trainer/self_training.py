@@ -6,7 +6,9 @@ Per class, not over a threshold: a threshold hands most pseudo-labels to the cla
 network already predicts well and few to the small ones, which macro-F1 counts as much
 (on the reviews' validation split, thresholds of 0.7 and 0.9 lost 1-2 points where 50 a
 class gained about 3; README, "Label efficiency"). Human labels always win: a labelled
-product is never pseudo-labelled.
+product is never pseudo-labelled. ``agrees_with_rules`` can let the legacy rules veto the
+pseudo-labels they contradict (``HParams.self_training_rules``; off by default: level on
+validation, README).
 
 ``PseudoLabeller`` applies the rule batch by batch to a catalogue of any size (a bounded
 heap per class); ``pick_per_class`` is the same rule on an array, as a mask.
@@ -22,6 +24,25 @@ from scipy import special
 def softmax(logits) -> np.ndarray:
     """Each row's class probabilities from its logits."""
     return special.softmax(np.asarray(logits, dtype="float64"), axis=1)
+
+
+def agrees_with_rules(probabilities: np.ndarray, candidates: np.ndarray | None,
+                      rules: str) -> np.ndarray:
+    """Which rows may be pseudo-labelled, given what the rules say: ``candidates`` [rows,
+    classes] 0/1, the classes each row's rule labels name (``RuleClassMap.candidates``).
+    ``rules`` (``HParams.self_training_rules``): "ignored" (every row), "agree" (a row whose
+    rules name classes only if its predicted class is one of them), "agree_only" (only rows
+    whose rules name the predicted class)."""
+    rows = len(probabilities)
+    if rules == "ignored" or candidates is None:
+        return np.ones(rows, bool)
+    candidates = np.asarray(candidates)
+    named = candidates[np.arange(rows), np.asarray(probabilities).argmax(axis=1)] > 0
+    if rules == "agree_only":
+        return named
+    if rules == "agree":
+        return named | (candidates.sum(axis=1) == 0)
+    raise ValueError(f"self_training_rules {rules!r}: choose ignored, agree or agree_only")
 
 
 def pick_per_class(probabilities: np.ndarray, labelled: np.ndarray, per_class: int) -> np.ndarray:
@@ -73,9 +94,12 @@ class PseudoLabeller:
 
 
 def label_catalogue(model, files: list[str], vocabs, per_class: int, total: int | None = None,
-                    batch_size: int = 512) -> tuple[dict, int]:
+                    batch_size: int = 512, rules: str = "ignored",
+                    rule_class_map=None) -> tuple[dict, int]:
     """Run the trained ``model`` over the training products of ``files`` (TFRecords);
-    ``({id: class index} of the pseudo-labelled products, products without a label seen)``."""
+    ``({id: class index} of the pseudo-labelled products, products without a label seen)``.
+    ``rules`` (``agrees_with_rules``) with ``rule_class_map`` (``RuleClassMap``): which
+    products the rules let be pseudo-labelled."""
     import tensorflow as tf
 
     from shared_config.cli import Progress
@@ -83,19 +107,28 @@ def label_catalogue(model, files: list[str], vocabs, per_class: int, total: int 
 
     spec = vocabs.tft_output.transformed_feature_spec()
 
+    use_rules = rules != "ignored" and rule_class_map is not None
+    width = len(vocabs.labels("rule_based")) if use_rules else 0
+
     def parse(serialized):
         batch = tf.io.parse_example(serialized, spec)
+        rule_labels = tf.sparse.to_dense(data.multi_hot_sparse(
+            batch["rule_based_labels"], width)) if use_rules else tf.zeros([0])
         return (data.to_model_inputs(batch, vocabs), batch["id"],
-                tf.reshape(batch["exclusive_label"], [-1]) >= 0)
+                tf.reshape(batch["exclusive_label"], [-1]) >= 0, rule_labels)
 
     labeller = PseudoLabeller(per_class)
     progress = Progress("self-training: label", total, "products")
     done = 0
-    for inputs, ids, labelled in tf.data.TFRecordDataset(files).batch(batch_size).map(
-            parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE):
-        logits = np.asarray(model(inputs, training=False)["exclusive"])
-        labeller.add([i.decode("utf-8") for i in ids.numpy()], logits, labelled.numpy())
-        done += len(logits)
+    for inputs, ids, labelled, rule_labels in tf.data.TFRecordDataset(files).batch(
+            batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+            tf.data.AUTOTUNE):
+        probabilities = softmax(model(inputs, training=False)["exclusive"])
+        candidates = np.asarray(rule_class_map.candidates(rule_labels)) if use_rules else None
+        eligible = agrees_with_rules(probabilities, candidates, rules)
+        labeller.add_probabilities([i.decode("utf-8") for i in ids.numpy()], probabilities,
+                                   labelled.numpy() | ~eligible)
+        done += len(probabilities)
         progress.update(done)
     return labeller.labels(), labeller.seen
 

@@ -96,7 +96,8 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
             names = vocabs.labels("exclusive")
             labels, seen = self_training.label_catalogue(
                 model, data.tfrecord_files(paths, CATALOG, "train"), vocabs,
-                hparams.self_training_per_class, counts.get(f"{CATALOG}_train"))
+                hparams.self_training_per_class, counts.get(f"{CATALOG}_train"),
+                rules=hparams.self_training_rules, rule_class_map=model.rule_class_map)
             pseudo = {"source": source, "per_class": hparams.self_training_per_class,
                       "unlabelled_products": seen, "first_round": _round_summary(result),
                       "labels": {product: names[label] for product, label in labels.items()}}

@@ -257,6 +257,47 @@ def test_the_blend_weighs_the_peer_as_validation_says(monkeypatch):
     assert out["choice"]["peer_weight"] < 0.5 and out["test"].tolist() == data.test.y.tolist()
 
 
+def test_a_variant_may_have_the_peer_pick_self_trainings_pseudo_labels(monkeypatch):
+    from types import SimpleNamespace
+
+    from scipy import sparse
+
+    from benchmarks import networks
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(2)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 3 + rng.normal(size=(n, 3)) * 0.3 + 3)
+        return Split(x, y, np.arange(n).astype(str), pseudo=np.where(rng.random(n) < 0.5, y, -1))
+
+    data = DataSet("toy", split(300), split(60), split(60), ["a", "b", "c"], ["r"])
+    labelled = np.zeros(300, bool)
+    labelled[:30] = True
+    fits = []
+
+    def fit(method, data_, y, labelled_, seed, hparams, max_epochs, early_stopping=True):
+        fits.append(y.copy())
+        return "network", SimpleNamespace(scores=[0.5], best_epoch=0)
+
+    # a network sure of the class after the true one: its pseudo-labels are all wrong
+    monkeypatch.setattr(networks, "_fit", fit)
+    monkeypatch.setattr(networks, "_logits", lambda model, x: 10.0 * np.roll(x, 1, axis=1))
+    rights = {}
+    for teacher in ("network", "peer", "network_and_peer"):
+        out = networks.run_probabilities("ssl_gan_rules", data, labelled, 0,
+                                         {networks.TEACHER: teacher, "self_training_per_class": 20})
+        assert out["pseudo_labels"] > 0
+        rights[teacher] = out["pseudo_right"]
+        picked = fits[-1] != data.train.y
+        assert not picked[labelled].any()  # human labels always win
+    assert rights["network"] == 0.0 and rights["peer"] > 0.9
+    with pytest.raises(ValueError, match="self_training_teacher"):
+        networks.run_probabilities("ssl_gan_rules", data, labelled, 0,
+                                   {networks.TEACHER: "oracle"})
+
+
 def test_validation_halves_on_several_draws_never_read_the_test_split(capsys):
     from scipy import sparse
 
@@ -292,15 +333,19 @@ def test_the_variant_table_scores_the_chosen_variants_on_validation_only(monkeyp
     data = DataSet("toy", split, split, unreadable, ["a", "b", "c"], [])
 
     def network(method, data_, labelled, seed, options):
-        # the defaults answer right; a variant that weighs the GAN differently, always "a"
-        return {"valid": y if not options else np.zeros(6, int)}
+        # the defaults answer right, their pseudo-labels right 60% and 80% of the time; a
+        # variant that weighs the GAN differently, always "a", with no self-training
+        if not options:
+            return {"valid": y, "pseudo_right": 0.6 + 0.2 * seed}
+        return {"valid": np.zeros(6, int), "pseudo_right": None}
 
     monkeypatch.setattr(networks, "run_network", network)
     label_efficiency.variant_table(data, [0.5], seeds=2, only=["GAN: real/fake"])
     lines = capsys.readouterr().out.splitlines()[2:]
-    assert [line.split()[0] for line in lines] == ["defaults", "GAN:", "GAN:"]
+    assert [line.split()[0] for line in lines] == ["defaults", "its", "GAN:", "GAN:"]
     assert float(lines[0].split()[-1]) == 100.0
-    assert all(float(line.split()[-1]) < 100.0 for line in lines[1:])
+    assert lines[1].split()[-1] == "70%"  # the seeds' mean
+    assert all(float(line.split()[-1]) < 100.0 for line in lines[2:])
     # one column for the scores, whatever the variants' names
     assert len({len(line) for line in lines}) == 1
 

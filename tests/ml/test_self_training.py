@@ -6,12 +6,13 @@ import pytest
 import tensorflow as tf
 
 from shared_config import storage
+from shared_config.categories import candidate_classes
 from tests.ml.test_preprocessing import read_examples
 from tests.ml.test_trainer import preprocessed_run
 from trainer import data, self_training, task, training
 from trainer.controller import main as controller_main
 from trainer.hparams import HParams
-from trainer.self_training import PseudoLabeller, pick_per_class, softmax
+from trainer.self_training import PseudoLabeller, agrees_with_rules, pick_per_class, softmax
 
 
 def test_pick_per_class_takes_the_surest_unlabelled_rows_of_each_class():
@@ -47,6 +48,21 @@ def test_the_streamed_labeller_picks_what_the_whole_array_would():
     assert labeller.seen == int((~labelled).sum())
     with pytest.raises(ValueError):
         PseudoLabeller(0)
+
+
+def test_the_rules_can_veto_a_pseudo_label_they_contradict():
+    probabilities = np.array([[0.7, 0.2, 0.1],   # predicted 0, the rules name 0 and 2
+                              [0.1, 0.8, 0.1],   # predicted 1, the rules name 0
+                              [0.2, 0.2, 0.6]])  # predicted 2, the rules name nothing
+    candidates = np.array([[1, 0, 1], [1, 0, 0], [0, 0, 0]])
+    assert agrees_with_rules(probabilities, candidates, "ignored").tolist() == [True] * 3
+    assert agrees_with_rules(probabilities, candidates, "agree").tolist() == [True, False, True]
+    assert agrees_with_rules(probabilities, candidates, "agree_only").tolist() == \
+        [True, False, False]
+    with pytest.raises(ValueError, match="self_training_rules"):
+        agrees_with_rules(probabilities, candidates, "sometimes")
+    with pytest.raises(ValueError, match="self_training_rules"):
+        HParams(self_training_rules="sometimes")
 
 
 def test_a_human_label_wins_over_a_pseudo_label():
@@ -127,3 +143,19 @@ def test_the_second_network_can_train_the_first_networks_best_epochs_without_a_c
     assert len(result["epoch_seconds"]) == first["best_epoch"]
     with pytest.raises(ValueError, match="self_training_epochs"):
         HParams(self_training_epochs="always")
+
+
+def test_the_trainer_pseudo_labels_only_what_the_rules_agree_with(tmp_path, monkeypatch):
+    paths, _ = preprocessed_run(tmp_path, monkeypatch, 300, 4, 0.2)
+    controller_main(["train", "--run-id", "job", "--epochs", "2", "--self-training-per-class",
+                     "5", "--self-training-rules", "agree_only"])
+    result = storage.read_json(paths.stats_file("train"))
+    pseudo = storage.read_json(result["model_dir"] + task.PSEUDO_LABELS_FILE)["labels"]
+    vocabs = task.vocabularies(paths)
+    rule_names, classes = vocabs.labels("rule_based"), vocabs.labels("exclusive")
+    rules = {e["id"].decode(): [rule_names[i] for i in e["rule_based_labels"]]
+             for e in read_examples(paths, "catalog", "train")}
+    assert pseudo
+    # every pseudo-label is a class the product's own rule labels name
+    for product, name in pseudo.items():
+        assert classes.index(name) in candidate_classes(rules[product], classes), product
