@@ -98,7 +98,8 @@ class HParams:
     # what the rules say about a pseudo-label (``trainer.self_training.agrees_with_rules``):
     # "ignored"; "agree": a product whose rule labels name classes is pseudo-labelled only
     # with one of them (products the rules say nothing of stay eligible); "agree_only": only
-    # products whose rules name the predicted class
+    # products whose rules name the predicted class. On the reviews' validation split
+    # (README, "Label efficiency") both are level with "ignored", within a seed's spread
     self_training_rules: str = "ignored"
     # stop when validation macro-F1 has not improved for this many epochs; keep the best (0: off)
     early_stopping_patience: int = 3
