@@ -120,8 +120,8 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         use_rules = "rule_based" in hparams.objectives and data.has_rules
         eligible = agrees_with_rules(probabilities, data.train.candidates if use_rules else None,
                                      hparams.self_training_rules)
-        picked = pick_per_class(probabilities, labelled | ~eligible,
-                                hparams.self_training_per_class)
+        picked = pick_per_class(probabilities, labelled, hparams.self_training_per_class,
+                                eligible)
         y = np.where(picked, probabilities.argmax(axis=1), y)
         extra = {"pseudo_labels": int(picked.sum()),
                  "pseudo_right": float(np.mean(y[picked] == data.train.y[picked]))

@@ -20,6 +20,8 @@ import heapq
 import numpy as np
 from scipy import special
 
+from trainer.hparams import SELF_TRAINING_RULES
+
 
 def softmax(logits) -> np.ndarray:
     """Each row's class probabilities from its logits."""
@@ -42,14 +44,15 @@ def agrees_with_rules(probabilities: np.ndarray, candidates: np.ndarray | None,
         return named
     if rules == "agree":
         return named | (candidates.sum(axis=1) == 0)
-    raise ValueError(f"self_training_rules {rules!r}: choose ignored, agree or agree_only")
+    raise ValueError(f"self_training_rules {rules!r}: choose one of {SELF_TRAINING_RULES}")
 
 
-def pick_per_class(probabilities: np.ndarray, labelled: np.ndarray, per_class: int) -> np.ndarray:
-    """A boolean mask of the rows to pseudo-label: of the unlabelled rows predicted as each
-    class, the ``per_class`` most confident (ties: the earlier row)."""
+def pick_per_class(probabilities: np.ndarray, labelled: np.ndarray, per_class: int,
+                   eligible: np.ndarray | None = None) -> np.ndarray:
+    """A boolean mask of the rows to pseudo-label: of the unlabelled (and ``eligible``) rows
+    predicted as each class, the ``per_class`` most confident (ties: the earlier row)."""
     labeller = PseudoLabeller(per_class)
-    labeller.add_probabilities(np.arange(len(probabilities)), probabilities, labelled)
+    labeller.add_probabilities(np.arange(len(probabilities)), probabilities, labelled, eligible)
     picked = np.zeros(len(probabilities), bool)
     picked[list(labeller.labels())] = True
     return picked
@@ -70,13 +73,16 @@ class PseudoLabeller:
     def add(self, ids, logits, labelled) -> None:
         self.add_probabilities(ids, softmax(logits), labelled)
 
-    def add_probabilities(self, ids, probabilities, labelled) -> None:
+    def add_probabilities(self, ids, probabilities, labelled, eligible=None) -> None:
+        """``eligible``: which rows may be picked (``agrees_with_rules``; default every one);
+        an ineligible unlabelled row still counts in ``seen``."""
         predicted, confidence = probabilities.argmax(axis=1), probabilities.max(axis=1)
         unlabelled = ~np.asarray(labelled, bool)
         order = self.seen + np.cumsum(unlabelled)  # each unlabelled row's place in the stream
         self.seen += int(unlabelled.sum())
-        for label in np.unique(predicted[unlabelled]):
-            rows = np.flatnonzero(unlabelled & (predicted == label))
+        pickable = unlabelled if eligible is None else unlabelled & np.asarray(eligible, bool)
+        for label in np.unique(predicted[pickable]):
+            rows = np.flatnonzero(pickable & (predicted == label))
             heap = self._heaps.setdefault(int(label), [])
             # the batch's most confident first: once one cannot enter the heap, none after can
             for row in rows[np.argsort(-confidence[rows], kind="stable")]:
@@ -127,7 +133,7 @@ def label_catalogue(model, files: list[str], vocabs, per_class: int, total: int 
         candidates = np.asarray(rule_class_map.candidates(rule_labels)) if use_rules else None
         eligible = agrees_with_rules(probabilities, candidates, rules)
         labeller.add_probabilities([i.decode("utf-8") for i in ids.numpy()], probabilities,
-                                   labelled.numpy() | ~eligible)
+                                   labelled.numpy(), eligible)
         done += len(probabilities)
         progress.update(done)
     return labeller.labels(), labeller.seen
