@@ -12,13 +12,27 @@ that pays for tracing and compiling.
 imported: the path for GPU machines that have JAX and no TensorFlow. It prints
 JAX's rows/s beside TensorFlow's float32 on this machine when TensorFlow is there.
 
+``--batches FILE`` times prodcat's default model instead — the SSL-GAN at its default
+hyperparameters, built for a run's inputs and classes — on that run's training batches, saved
+as arrays by ``--save-batches FILE --run-id RUN`` (``benchmarks/saved_batches.py``: the
+batches the trainer's input pipeline makes, sparse TF-IDF and rule labels included, so a
+machine without TensorFlow can be fed them). It prints TensorFlow's rows/s (its
+``train_step`` as ``fit`` runs it, the batches in memory) and, with ``--backend jax``, JAX's
+beside it, each with the GPUs' mean utilisation where ``nvidia-smi`` is.
+
     .venvs/ml/bin/python -m benchmarks.trainer_throughput [--steps 200] [--backend jax]
+    .venvs/ml/bin/python -m benchmarks.trainer_throughput --save-batches FILE --run-id RUN
+        [--count 60]
+    .venvs/ml/bin/python -m benchmarks.trainer_throughput --batches FILE [--backend jax]
+        [--steps 200]
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -71,6 +85,15 @@ def jax_rows_per_second(steps: int) -> tuple[float, str]:
                                {k: v[i:i + BATCH] for k, v in targets.items()},
                                {k: v[i:i + BATCH] for k, v in weights.items()}))
                for i in range(0, len(inputs["x"]) - BATCH + 1, BATCH)]
+    seconds, _ = jax_seconds(model, batches, steps)
+    return steps * BATCH / seconds, ", ".join(str(d) for d in jax.devices())
+
+
+def jax_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
+    """``(seconds, logs)`` of ``steps`` jitted ``SSLGAN.jax_train_step``s over ``batches``
+    in turn, after a warm-up that pays for the tracing and compiling."""
+    import jax
+
     step, state = jax.jit(model.jax_train_step()), model.jax_state()
     key = jax.random.PRNGKey(0)
     for i in range(WARM_UP_STEPS):
@@ -80,11 +103,80 @@ def jax_rows_per_second(steps: int) -> tuple[float, str]:
     started = time.perf_counter()
     for i in range(steps):
         key, sub = jax.random.split(key)
-        state, _ = step(state, batches[i % len(batches)], sub)
+        state, logs = step(state, batches[i % len(batches)], sub)
     jax.block_until_ready(state)
     seconds = time.perf_counter() - started
     model.assign_jax_state(state)
-    return steps * BATCH / seconds, ", ".join(str(d) for d in jax.devices())
+    return seconds, {name: float(value) for name, value in logs.items()}
+
+
+def tensorflow_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
+    """``(seconds, logs)`` of ``steps`` of TensorFlow's ``SSLGAN.train_step`` (a
+    ``tf.function``, as ``fit`` runs it) over in-memory ``batches`` in turn, after a warm-up."""
+    import tensorflow as tf
+
+    step = tf.function(model.train_step)
+    for i in range(WARM_UP_STEPS):
+        logs = step(batches[i % len(batches)])
+    float(logs["d_loss"])
+    started = time.perf_counter()
+    for i in range(steps):
+        logs = step(batches[i % len(batches)])
+    values = {name: float(value) for name, value in logs.items()}  # waits for the last step
+    return time.perf_counter() - started, values
+
+
+class Utilisation:
+    """The GPUs' mean utilisation (%) while it is open, sampled by ``nvidia-smi`` every
+    200 ms; None where there is no ``nvidia-smi``."""
+
+    def __enter__(self):
+        self.samples: list[float] = []
+        self.process = None
+        if shutil.which("nvidia-smi"):
+            self.process = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                 "-lms", "200"], stdout=subprocess.PIPE, text=True)
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None:
+            self.process.terminate()
+            output, _ = self.process.communicate()
+            self.samples = [float(line) for line in output.split() if line.strip().isdigit()]
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def saved_batches_rate(source: str, backend: str, steps: int) -> dict:
+    """The default SSL-GAN's train step on a run's saved batches (``benchmarks.saved_batches``):
+    rows/s on this process's Keras backend, the devices, the GPUs' mean utilisation."""
+    import keras
+
+    from benchmarks import saved_batches
+
+    meta, raw = saved_batches.load(source)
+    keras.utils.set_random_seed(0)
+    model = saved_batches.build(meta)
+    if backend == "jax":
+        import jax
+
+        batches = [jax.device_put(saved_batches.jax_batch(b, meta)) for b in raw]
+        devices = ", ".join(str(d) for d in jax.devices())
+        timer = jax_seconds
+    else:
+        import tensorflow as tf
+
+        batches = [saved_batches.tensorflow_batch(b, meta) for b in raw]
+        devices = ", ".join(d.device_type for d in tf.config.list_physical_devices())
+        timer = tensorflow_seconds
+    with Utilisation() as utilisation:
+        seconds, logs = timer(model, batches, steps)
+    return {"backend": backend, "rows_per_second": steps * meta["batch_size"] / seconds,
+            "devices": devices, "gpu_utilisation": utilisation.mean,
+            "d_loss": logs["d_loss"], "batch_size": meta["batch_size"]}
 
 
 def rows_per_second(precision: str, xla: str, steps: int) -> tuple[float, dict]:
@@ -108,8 +200,26 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=200, help="timed steps per setting")
     parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
+    parser.add_argument("--batches", metavar="FILE",
+                        help="time the default model on a run's saved batches (--save-batches)")
+    parser.add_argument("--save-batches", metavar="FILE",
+                        help="save --count training batches of run --run-id to FILE (.npz)")
+    parser.add_argument("--run-id", help="the run whose TFRecords --save-batches reads")
+    parser.add_argument("--count", type=int, default=60, help="batches --save-batches saves")
     parser.add_argument("--jax-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.count < 1:
+        parser.error("--steps and --count must be positive")
+    if args.save_batches:
+        if not args.run_id:
+            parser.error("--save-batches needs --run-id")
+        save(args.save_batches, args.run_id, args.count)
+        return
+    if args.batches:
+        if not os.path.isfile(args.batches):
+            parser.error(f"--batches {args.batches}: no such file (make one with --save-batches)")
+        time_saved_batches(args)
+        return
     if args.backend == "jax":
         if os.environ.get("KERAS_BACKEND") != "jax":  # Keras picks its backend at import
             command = [sys.executable, "-m", "benchmarks.trainer_throughput", "--backend", "jax",
@@ -136,6 +246,55 @@ def main(argv=None) -> None:
         print(f"{precision:<16}{xla:<6}{described['replicas']:>9}{speed:>10,.0f}"
               f"{speed / baseline:>11.2f}x", flush=True)
     keras.mixed_precision.set_dtype_policy("float32")
+
+
+def save(target: str, run_id: str, count: int) -> None:
+    from benchmarks import saved_batches
+    from shared_config.paths import InvalidId, RunPaths
+    from trainer.hparams import HParams
+
+    try:
+        paths = RunPaths.for_run(run_id)
+    except InvalidId as err:
+        raise SystemExit(f"--run-id: {err}") from None
+    meta = saved_batches.save(paths, HParams(), count, target)
+    print(f"saved {meta['batches']} batches of {meta['batch_size']} rows of run {run_id} "
+          f"({meta['classes']['exclusive']} classes, {meta['classes']['rule_based']:,} rule "
+          f"categories) to {target}", flush=True)
+
+
+RESULT = "RESULT "
+
+
+def time_saved_batches(args) -> None:
+    """The default model's train step on saved batches: with ``--backend jax``, JAX's (in a
+    process of its own) beside TensorFlow's on this machine when it has TensorFlow."""
+    if args.jax_only:  # the JAX process: Keras on JAX
+        print(RESULT + json.dumps(saved_batches_rate(args.batches, "jax", args.steps)),
+              flush=True)
+        return
+    results = []
+    if args.backend == "jax":
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.trainer_throughput", "--batches", args.batches,
+             "--backend", "jax", "--steps", str(args.steps), "--jax-only"],
+            env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+            check=False)
+        lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT)]
+        if done.returncode != 0 or not lines:
+            raise SystemExit(f"the JAX run failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(lines[-1][len(RESULT):]))
+    if args.backend == "tensorflow" or importlib.util.find_spec("tensorflow") is not None:
+        results.append(saved_batches_rate(args.batches, "tensorflow", args.steps))
+    print(f"the default SSL-GAN on {args.batches}: {args.steps} timed steps of "
+          f"{results[0]['batch_size']} rows")
+    print(f"{'backend':<12}{'rows/s':>10}{'vs TensorFlow':>15}{'GPU use':>9}  devices")
+    baseline = results[-1]["rows_per_second"] if results[-1]["backend"] == "tensorflow" else None
+    for result in results:
+        ratio = f"{result['rows_per_second'] / baseline:>14.2f}x" if baseline else f"{'-':>15}"
+        use = result["gpu_utilisation"]
+        print(f"{result['backend']:<12}{result['rows_per_second']:>10,.0f}{ratio}"
+              f"{'-' if use is None else f'{use:.0f}%':>9}  {result['devices']}", flush=True)
 
 
 if __name__ == "__main__":
