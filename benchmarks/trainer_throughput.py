@@ -18,13 +18,15 @@ as arrays by ``--save-batches FILE --run-id RUN`` (``benchmarks/saved_batches.py
 batches the trainer's input pipeline makes, sparse TF-IDF and rule labels included, so a
 machine without TensorFlow can be fed them). It prints TensorFlow's rows/s (its
 ``train_step`` as ``fit`` runs it, the batches in memory) and, with ``--backend jax``, JAX's
-beside it, each with the GPUs' mean utilisation where ``nvidia-smi`` is.
+beside it, each with the GPUs' mean utilisation where ``nvidia-smi`` is. ``--profile DIR``
+writes a TensorFlow profile of that step to ``DIR`` and prints where its time goes.
 
     .venvs/ml/bin/python -m benchmarks.trainer_throughput [--steps 200] [--backend jax]
     .venvs/ml/bin/python -m benchmarks.trainer_throughput --save-batches FILE --run-id RUN
         [--count 60]
     .venvs/ml/bin/python -m benchmarks.trainer_throughput --batches FILE [--backend jax]
         [--steps 200]
+    .venvs/ml/bin/python -m benchmarks.trainer_throughput --batches FILE --profile DIR
 """
 from __future__ import annotations
 
@@ -126,6 +128,52 @@ def tensorflow_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
     return time.perf_counter() - started, values
 
 
+# the parts of the SSL-GAN's step, by the names of their ops, first match wins
+STEP_PARTS = (("rule head and its loss", r"rule_based"), ("optimizers", r"adam"),
+              ("dropout and noise draws", r"[Ss]tateless|random"), ("encoder", r"encoder"),
+              ("generator", r"generator"), ("discriminator", r"discriminator"))
+PROFILED_STEPS = 20
+
+
+def profile(model, batches: list, target: str) -> dict[str, float]:
+    """Milliseconds of op thread time a step per part of the step (``STEP_PARTS``, the rest
+    "other"), from a TensorFlow profile of ``PROFILED_STEPS`` in-memory steps written to
+    ``target`` (TensorBoard's profile plugin reads it)."""
+    import glob
+    import re
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    step = tf.function(model.train_step)
+    for i in range(WARM_UP_STEPS):
+        logs = step(batches[i % len(batches)])
+    float(logs["d_loss"])
+    tf.profiler.experimental.start(target)
+    for i in range(PROFILED_STEPS):
+        logs = step(batches[i % len(batches)])
+    float(logs["d_loss"])
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    with open(max(glob.glob(f"{target}/**/*.xplane.pb", recursive=True)), "rb") as f:
+        space.ParseFromString(f.read())
+    parts: dict[str, float] = {}
+    for plane in space.planes:
+        if not plane.name.startswith("/host:CPU"):
+            continue
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name
+                # an op's own events are "name:type"; the executor's and Python's wrap them
+                if ":" not in name or name.startswith(("Executor", "EagerLocalExecute")) \
+                        or line.name == "python":
+                    continue
+                part = next((p for p, pattern in STEP_PARTS if re.search(pattern, name)),
+                            "other")
+                parts[part] = parts.get(part, 0.0) + event.duration_ps / 1e9 / PROFILED_STEPS
+    return dict(sorted(parts.items(), key=lambda item: -item[1]))
+
+
 class Utilisation:
     """The GPUs' mean utilisation (%) while it is open, sampled by ``nvidia-smi`` every
     200 ms; None where there is no ``nvidia-smi``."""
@@ -206,6 +254,9 @@ def main(argv=None) -> None:
                         help="save --count training batches of run --run-id to FILE (.npz)")
     parser.add_argument("--run-id", help="the run whose TFRecords --save-batches reads")
     parser.add_argument("--count", type=int, default=60, help="batches --save-batches saves")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="with --batches: write a TensorFlow profile of the step to DIR and "
+                             "print where its time goes")
     parser.add_argument("--jax-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps < 1 or args.count < 1:
@@ -218,8 +269,13 @@ def main(argv=None) -> None:
     if args.batches:
         if not os.path.isfile(args.batches):
             parser.error(f"--batches {args.batches}: no such file (make one with --save-batches)")
+        if args.profile:
+            profile_saved_batches(args.batches, args.profile)
+            return
         time_saved_batches(args)
         return
+    if args.profile:
+        parser.error("--profile needs --batches")
     if args.backend == "jax":
         if os.environ.get("KERAS_BACKEND") != "jax":  # Keras picks its backend at import
             command = [sys.executable, "-m", "benchmarks.trainer_throughput", "--backend", "jax",
@@ -264,6 +320,22 @@ def save(target: str, run_id: str, count: int) -> None:
 
 
 RESULT = "RESULT "
+
+
+def profile_saved_batches(source: str, target: str) -> None:
+    import keras
+
+    from benchmarks import saved_batches
+
+    meta, raw = saved_batches.load(source)
+    keras.utils.set_random_seed(0)
+    parts = profile(saved_batches.build(meta),
+                    [saved_batches.tensorflow_batch(b, meta) for b in raw], target)
+    total = sum(parts.values())
+    print(f"the default SSL-GAN's TensorFlow step on {source}, {PROFILED_STEPS} steps profiled "
+          f"(profile: {target}): {total:.1f} ms of op thread time a step")
+    for part, milliseconds in parts.items():
+        print(f"  {part:<26}{milliseconds:>7.2f} ms {milliseconds / total:>6.1%}")
 
 
 def time_saved_batches(args) -> None:

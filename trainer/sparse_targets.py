@@ -37,8 +37,10 @@ def rows_with_targets(targets: tf.SparseTensor) -> tuple[tf.Tensor, tf.SparseTen
 def mean_bce_rows(targets: tf.SparseTensor, logits: tf.Tensor) -> tf.Tensor:
     """Per row, the mean over the categories of BCE(targets, sigmoid(logits)); ``targets``:
     [rows, categories] sparse 0/1, each entry once; ``logits``: [rows, categories] float."""
-    categories = tf.cast(tf.shape(logits)[-1], logits.dtype)
-    return _summed_bce(logits, targets.indices, tf.cast(targets.values, logits.dtype)) / categories
+    with tf.name_scope("rule_based_loss"):  # named in profiles
+        categories = tf.cast(tf.shape(logits)[-1], logits.dtype)
+        return _summed_bce(logits, targets.indices,
+                           tf.cast(targets.values, logits.dtype)) / categories
 
 
 @tf.custom_gradient
@@ -51,8 +53,9 @@ def _summed_bce(logits, indices, values):
 
     def gradient(upstream):
         # d total / d z = sigmoid(z) - t, times each row's upstream gradient
-        dense = (1.0 - off) * upstream[:, None]
-        return (tf.tensor_scatter_nd_sub(dense, indices, tf.gather(upstream, rows) * values),
-                None, None)
+        with tf.name_scope("rule_based_loss_gradient"):
+            dense = (1.0 - off) * upstream[:, None]
+            return (tf.tensor_scatter_nd_sub(dense, indices, tf.gather(upstream, rows) * values),
+                    None, None)
 
     return total, gradient

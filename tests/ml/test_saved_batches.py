@@ -69,6 +69,17 @@ def test_the_throughput_benchmark_times_the_default_model_on_both_backends(tmp_p
     assert all(float(row[1].replace(",", "")) > 0 for row in rows.values())
     assert rows["tensorflow"][2] == "1.00x" and rows["jax"][3] == "-"  # no GPU here
     assert not math.isnan(float(rows["jax"][2].rstrip("x")))
+    # where the step's time goes: every part named, the rule head's loss among them
+    done = subprocess.run([sys.executable, "-m", "benchmarks.trainer_throughput", "--batches",
+                           str(saved), "--profile", str(tmp_path / "profile")], env=env,
+                          capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    parts = {line[:28].strip(): float(line.split()[-1].rstrip("%"))
+             for line in done.stdout.splitlines() if line.startswith("  ")}
+    assert {"rule head and its loss", "encoder", "discriminator", "optimizers"} <= set(parts)
+    assert parts["rule head and its loss"] > 0
+    assert abs(sum(parts.values()) - 100) < 0.5
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))
 
 
 def test_the_throughput_benchmark_refuses_what_it_cannot_read(tmp_path):
@@ -81,3 +92,6 @@ def test_the_throughput_benchmark_refuses_what_it_cannot_read(tmp_path):
                           capture_output=True, text=True, check=False)
     assert done.returncode != 0 and "--run-id" in done.stderr
     assert not (tmp_path / "b.npz").exists()
+    done = subprocess.run([sys.executable, "-m", "benchmarks.trainer_throughput", "--profile",
+                           str(tmp_path / "p")], capture_output=True, text=True, check=False)
+    assert done.returncode == 2 and "--profile needs --batches" in done.stderr
