@@ -50,6 +50,22 @@ def test_saved_batches_are_the_input_pipelines_for_both_backends(tmp_path, monke
     assert loaded[0]["target/rule_based/lengths"].max() > 1
 
 
+WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("no TensorFlow here")
+
+sys.meta_path.insert(0, NoTensorFlow())
+from benchmarks.trainer_throughput import saved_batches_rate
+
+result = saved_batches_rate(sys.argv[1], "jax", 3)
+print(result["rows_per_second"], result["d_loss"], "tensorflow" in sys.modules)
+"""
+
+
 def test_the_throughput_benchmark_times_the_default_model_on_both_backends(tmp_path, monkeypatch):
     paths, _ = preprocessed_run(tmp_path, monkeypatch, 200, 6, 0.3)
     saved = tmp_path / "batches.npz"
@@ -69,6 +85,13 @@ def test_the_throughput_benchmark_times_the_default_model_on_both_backends(tmp_p
     assert all(float(row[1].replace(",", "")) > 0 for row in rows.values())
     assert rows["tensorflow"][2] == "1.00x" and rows["jax"][3] == "-"  # no GPU here
     assert not math.isnan(float(rows["jax"][2].rstrip("x")))
+    # as on a GPU worker: JAX and no TensorFlow at all
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TENSORFLOW, str(saved)],
+                          env={**env, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+                          check=False, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rate, d_loss, tensorflow_loaded = done.stdout.split()[-3:]
+    assert float(rate) > 0 and math.isfinite(float(d_loss)) and tensorflow_loaded == "False"
     # where the step's time goes: every part named, the rule head's loss among them
     done = subprocess.run([sys.executable, "-m", "benchmarks.trainer_throughput", "--batches",
                            str(saved), "--profile", str(tmp_path / "profile")], env=env,
