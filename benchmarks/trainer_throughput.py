@@ -112,20 +112,31 @@ def jax_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
     return seconds, {name: float(value) for name, value in logs.items()}
 
 
-def tensorflow_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
-    """``(seconds, logs)`` of ``steps`` of TensorFlow's ``SSLGAN.train_step`` (a
-    ``tf.function``, as ``fit`` runs it) over in-memory ``batches`` in turn, after a warm-up."""
+def tensorflow_steps(step, batches: list, steps: int) -> dict:
+    """Run ``steps`` of a ``tf.function`` train ``step`` over ``batches`` in turn; the last
+    step's logs (reading them waits for it)."""
+    for i in range(steps):
+        logs = step(batches[i % len(batches)])
+    return {name: float(value) for name, value in logs.items()}
+
+
+def warm_tensorflow_step(model, batches: list):
+    """TensorFlow's ``SSLGAN.train_step`` as a ``tf.function`` (as ``fit`` runs it), traced
+    and warmed up on ``batches``."""
     import tensorflow as tf
 
     step = tf.function(model.train_step)
-    for i in range(WARM_UP_STEPS):
-        logs = step(batches[i % len(batches)])
-    float(logs["d_loss"])
+    tensorflow_steps(step, batches, WARM_UP_STEPS)
+    return step
+
+
+def tensorflow_seconds(model, batches: list, steps: int) -> tuple[float, dict]:
+    """``(seconds, logs)`` of ``steps`` of TensorFlow's ``SSLGAN.train_step`` over in-memory
+    ``batches`` in turn, after a warm-up."""
+    step = warm_tensorflow_step(model, batches)
     started = time.perf_counter()
-    for i in range(steps):
-        logs = step(batches[i % len(batches)])
-    values = {name: float(value) for name, value in logs.items()}  # waits for the last step
-    return time.perf_counter() - started, values
+    logs = tensorflow_steps(step, batches, steps)
+    return time.perf_counter() - started, logs
 
 
 # the parts of the SSL-GAN's step, by the names of their ops, first match wins
@@ -145,14 +156,9 @@ def profile(model, batches: list, target: str) -> dict[str, float]:
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    step = tf.function(model.train_step)
-    for i in range(WARM_UP_STEPS):
-        logs = step(batches[i % len(batches)])
-    float(logs["d_loss"])
+    step = warm_tensorflow_step(model, batches)
     tf.profiler.experimental.start(target)
-    for i in range(PROFILED_STEPS):
-        logs = step(batches[i % len(batches)])
-    float(logs["d_loss"])
+    tensorflow_steps(step, batches, PROFILED_STEPS)
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
     with open(max(glob.glob(f"{target}/**/*.xplane.pb", recursive=True)), "rb") as f:
@@ -198,16 +204,23 @@ class Utilisation:
         return sum(self.samples) / len(self.samples) if self.samples else None
 
 
-def saved_batches_rate(source: str, backend: str, steps: int) -> dict:
-    """The default SSL-GAN's train step on a run's saved batches (``benchmarks.saved_batches``):
-    rows/s on this process's Keras backend, the devices, the GPUs' mean utilisation."""
+def saved_model(source: str):
+    """``(metadata, saved batches, the default SSL-GAN built for them)``, seeded."""
     import keras
 
     from benchmarks import saved_batches
 
     meta, raw = saved_batches.load(source)
     keras.utils.set_random_seed(0)
-    model = saved_batches.build(meta)
+    return meta, raw, saved_batches.build(meta)
+
+
+def saved_batches_rate(source: str, backend: str, steps: int) -> dict:
+    """The default SSL-GAN's train step on a run's saved batches (``benchmarks.saved_batches``):
+    rows/s on this process's Keras backend, the devices, the GPUs' mean utilisation."""
+    from benchmarks import saved_batches
+
+    meta, raw, model = saved_model(source)
     if backend == "jax":
         import jax
 
@@ -323,14 +336,10 @@ RESULT = "RESULT "
 
 
 def profile_saved_batches(source: str, target: str) -> None:
-    import keras
-
     from benchmarks import saved_batches
 
-    meta, raw = saved_batches.load(source)
-    keras.utils.set_random_seed(0)
-    parts = profile(saved_batches.build(meta),
-                    [saved_batches.tensorflow_batch(b, meta) for b in raw], target)
+    meta, raw, model = saved_model(source)
+    parts = profile(model, [saved_batches.tensorflow_batch(b, meta) for b in raw], target)
     total = sum(parts.values())
     print(f"the default SSL-GAN's TensorFlow step on {source}, {PROFILED_STEPS} steps profiled "
           f"(profile: {target}): {total:.1f} ms of op thread time a step")
