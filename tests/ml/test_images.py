@@ -308,3 +308,26 @@ def test_every_accepted_image_is_one_the_trainer_decodes(fmt):
     assert normalised.startswith(b"\x89PNG")
     pixels = decode_images(tf.constant([normalised]), 28).numpy()
     assert pixels.shape == (1, 28, 28, 1) and pixels.max() > 0
+
+
+def test_images_decode_alike_eagerly_and_in_a_pipeline_in_one_graph():
+    """The stages that read parsed batches one by one (active learning, the peer, the image
+    embedding) decode eagerly; the trainer decodes inside a ``tf.data`` map. Both get the same
+    pixels (to float32's last bit), and the eager calls reuse one traced graph whatever the batch's length (not
+    Python per image)."""
+    import tensorflow as tf
+
+    from trainer import data
+
+    png = images.normalise(_encoded("PNG"), 28, POLICY)
+    batch = tf.constant([png, b"", png])
+    eager = data.decode_images(batch, 28).numpy()
+    in_pipeline = next(iter(tf.data.Dataset.from_tensors(batch).map(
+        lambda encoded: data.decode_images(encoded, 28)))).numpy()
+    assert eager.shape == (3, 28, 28, 1) and eager[0].max() > 0
+    assert not eager[1].any()  # no image: zeros
+    # the same graph; TensorFlow's optimiser may turn the division into a product: 1 ulp
+    np.testing.assert_allclose(eager, in_pipeline, rtol=0, atol=1e-7)
+    traced = data._image_decoder(28).experimental_get_tracing_count()
+    data.decode_images(tf.constant([png] * 5), 28)
+    assert data._image_decoder(28).experimental_get_tracing_count() == traced == 1
