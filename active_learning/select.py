@@ -34,6 +34,7 @@ the runs index.
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import heapq
 import json
@@ -55,6 +56,7 @@ from shared_config.selection import DEFAULT_STRATEGY
 log = logging.getLogger("prodcat.selection")
 CHUNK = 512
 NEIGHBOURS = 10
+DENSITY_BLOCK = 8192
 CANDIDATES_PER_PICK = 10  # diverse: the batch is chosen among 10x its size
 SPARE_CANDIDATES = 3  # plain: 3x, as some may turn out queued already
 
@@ -72,38 +74,45 @@ def _stream(paths: RunPaths, split: str, vocabs):
         yield ids, groups, unlabelled, data.to_model_inputs(batch, vocabs)
 
 
-def _embedder(model):
-    """inputs -> L2-normalised features: the SSL-GAN's discriminator features (the space
-    its feature matching works in), else the class probabilities."""
+def _forward(model):
+    """inputs -> ``(class probabilities, L2-normalised features)``, as numpy, in one traced
+    graph (a chunk's eager call costs ~15x more): the features are the SSL-GAN's
+    discriminator features (the space its feature matching works in), else the class
+    probabilities. The rule-based head, which selection does not read, is not computed."""
+    import tensorflow as tf
+
     try:
         encoder, discriminator = model.get_layer("encoder"), model.get_layer("discriminator")
     except ValueError:
         encoder = discriminator = None
 
-    def embed(inputs, probabilities):
-        if encoder is None:
-            vectors = probabilities
-        else:
-            vectors = np.asarray(discriminator(encoder(inputs, training=False),
-                                               training=False)["features"], dtype="float32")
-        return vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+    @tf.function(reduce_retracing=True)
+    def forward(inputs):
+        probabilities = model(inputs, training=False)["exclusive"]
+        vectors = probabilities if encoder is None else discriminator(
+            encoder(inputs, training=False), training=False)["features"]
+        return probabilities, tf.cast(vectors, tf.float32)
 
-    return embed
+    def run(inputs):
+        probabilities, vectors = (np.asarray(value) for value in forward(inputs))
+        return probabilities, vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-12)
+
+    return run
 
 
 class _Best:
-    """The ``size`` highest-scoring items seen, in a heap (memory ~ size)."""
+    """The ``size`` highest-scoring items seen, in a heap (memory ~ size). An item is offered
+    as a function that makes it, called only for one that gets in."""
 
     def __init__(self, size: int):
         self.size, self.heap, self.seen = size, [], 0
 
-    def offer(self, score: float, key: str, item: dict) -> None:
+    def offer(self, score: float, key: str, make_item) -> None:
         self.seen += 1
-        entry = (score, key, item)
         if len(self.heap) < self.size:
-            heapq.heappush(self.heap, entry)
-        elif entry[:2] > self.heap[0][:2]:
-            heapq.heapreplace(self.heap, entry)
+            heapq.heappush(self.heap, (score, key, make_item()))
+        elif (score, key) > self.heap[0][:2]:
+            heapq.heapreplace(self.heap, (score, key, make_item()))
 
     def best_first(self) -> list[dict]:
         return [item for _, _, item in sorted(self.heap, key=lambda e: e[:2], reverse=True)]
@@ -128,8 +137,16 @@ def _density_index(pool: np.ndarray):
 
 
 def _density(index, vectors: np.ndarray) -> np.ndarray:
-    similarities, _ = index.search(np.ascontiguousarray(vectors, dtype="float32"), NEIGHBOURS + 1)
-    return similarities[:, 1:].clip(min=0).mean(axis=1)  # the product itself comes first
+    """Each vector's mean similarity to its ``NEIGHBOURS`` nearest others, searched in
+    blocks of ``DENSITY_BLOCK`` (faiss searches a block of 8,192 five times faster than 16
+    of 512)."""
+    density = np.empty(len(vectors), dtype="float32")
+    for start in range(0, len(vectors), DENSITY_BLOCK):
+        block = np.ascontiguousarray(vectors[start:start + DENSITY_BLOCK], dtype="float32")
+        similarities, _ = index.search(block, NEIGHBOURS + 1)
+        # the product itself comes first
+        density[start:start + len(block)] = similarities[:, 1:].clip(min=0).mean(axis=1)
+    return density
 
 
 def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_share: float,
@@ -147,7 +164,7 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
     if strategy == "committee" and storage.exists(paths.stats_file("baseline_train")):
         baseline = storage.read_json(paths.stats_file("baseline_train"))["hparams_id"]
         members.append(task.load_trained(paths, baseline, "baseline")[0])
-    embed = _embedder(model)
+    forward = _forward(model)
     seed = zlib.crc32(paths.run_id.encode())
     spare = CANDIDATES_PER_PICK if diverse else SPARE_CANDIDATES
     train = _Best(batch_size * spare)
@@ -157,7 +174,7 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
 
     def offer(ids, groups, values, predicted, vectors):
         for i, product_id in enumerate(ids):
-            train.offer(float(values[i]), product_id, {
+            train.offer(float(values[i]), product_id, lambda i=i, product_id=product_id: {
                 "id": product_id, "group": groups[i], "split": "train",
                 "score": float(values[i]), "predicted": int(predicted[i]),
                 "embedding": [round(float(v), 5) for v in vectors[i]]})
@@ -171,12 +188,10 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
             if split != "train":  # valid and test: at random, never by strategy
                 for row, value in zip(keep, strategies.random_scores(
                         [ids[r] for r in keep], seed)):
-                    evaluation.offer(float(value), ids[row],
-                                     {"id": ids[row], "group": groups[row], "split": split,
-                                      "score": float(value)})
+                    evaluation.offer(float(value), ids[row], functools.partial(
+                        dict, id=ids[row], group=groups[row], split=split, score=float(value)))
                 continue
-            every = np.asarray(model(inputs, training=False)["exclusive"])
-            probabilities, vectors = every[keep], embed(inputs, every)[keep]
+            probabilities, vectors = (values[keep] for values in forward(inputs))
             margins = strategies.margin(probabilities)
             pool["uncertainty_sum"] += float(margins.sum())
             chunk_ids, chunk_groups = [ids[r] for r in keep], [groups[r] for r in keep]
@@ -200,12 +215,12 @@ def score(paths: RunPaths, strategy: str, batch_size: int, diverse: bool, eval_s
     if held:  # density: one pass over the pool, then each product against the whole pool
         pool_vectors = np.concatenate(held_vectors)
         held_vectors.clear()
-        index, start = _density_index(pool_vectors), 0
+        density, start = _density(_density_index(pool_vectors), pool_vectors), 0
         for chunk_ids, chunk_groups, margins, predicted in held:
-            vectors = pool_vectors[start:start + len(chunk_ids)]
-            start += len(chunk_ids)
+            end = start + len(chunk_ids)
             offer(chunk_ids, chunk_groups, strategies.information_density(
-                margins, _density(index, vectors)), predicted, vectors)
+                margins, density[start:end]), predicted, pool_vectors[start:end])
+            start = end
     names = vocabs.labels("exclusive")
     candidates = train.best_first() + evaluation.best_first()
     with storage.open_file(paths.selection_dir + "candidates.jsonl.gz", "wb") as raw, \

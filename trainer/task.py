@@ -281,38 +281,53 @@ def predict(paths: RunPaths, hparams_id: str, role: str = "model") -> dict:
         storage.remove(stale)
     version = next_prediction_version(paths)
     progress = Progress("predict", _catalog_count(paths), "products")
+    top = _top_categories(model, hparams.objectives)
+    category_paths = {o: [ancestors_and_self(name) for name in names[o]] for o in names}
     with storage.ShardedJsonlWriter(paths.predictions_dir, PREDICTIONS_PER_SHARD) as shards:
-        for batch, (inputs, ids) in enumerate(data.dataset(files, vocabs, 512, keep_ids=True)):
-            outputs = {k: v.numpy() for k, v in model(inputs, training=False).items()}
+        for inputs, ids in data.dataset(files, vocabs, 512, keep_ids=True):
+            best = {o: (scores.numpy(), indices.numpy()) for o, (scores, indices)
+                    in top(inputs).items()}
             for row, product_id in enumerate(ids.numpy()):
                 record = {"id": product_id.decode("utf-8"), "run_id": paths.run_id,
                           "version": version, "model": hparams_id}
-                record.update(_describe(outputs, row, names, hparams.rule_threshold))
+                record.update(_describe(best, row, names, category_paths,
+                                         hparams.rule_threshold))
                 shards.write(record)
             progress.update(shards.records)
     return {"predictions": shards.records, "shards": shards.shards, "version": version,
             "predictions_dir": paths.predictions_dir}
 
 
-def _scored(name: str, score, with_path: bool = True) -> dict:
-    scored = {"category": name, "score": round(float(score), 4)}
-    return {**scored, "path": ancestors_and_self(name)} if with_path else scored
+def _top_categories(model, objectives):
+    """inputs -> per objective ``(scores, indices)`` of its ``TOP_K`` best categories, best
+    first (of equal scores, the lower index first), in one traced graph: only those leave
+    it, not a score for each of thousands of rule categories a product."""
+    @tf.function(reduce_retracing=True)
+    def top(inputs):
+        outputs = model(inputs, training=False)
+        return {o: tuple(tf.math.top_k(outputs[o], k=min(TOP_K, outputs[o].shape[-1])))
+                for o in objectives}
+
+    return top
 
 
-def _describe(outputs: dict, row: int, names: dict, threshold: float) -> dict:
-    """The top categories of one product; ``path`` is the category with its ancestors."""
-    described = {}
-    if "exclusive" in outputs:
-        scores = outputs["exclusive"][row]
-        top = np.argsort(-scores)[:TOP_K]
-        described["exclusive"] = {
-            **_scored(names["exclusive"][top[0]], scores[top[0]]),
-            "top": [_scored(names["exclusive"][i], scores[i], with_path=False) for i in top]}
-    if "rule_based" in outputs:
-        scores = outputs["rule_based"][row]
-        described["rule_based"] = [_scored(names["rule_based"][i], scores[i])
-                                   for i in np.argsort(-scores)[:TOP_K] if scores[i] >= threshold]
-    return described
+def _describe(best: dict, row: int, names: dict, category_paths: dict,
+              threshold: float) -> dict:
+    """The top categories of one product, from its objectives' ``(scores, indices)`` best
+    first; ``path``: the category with its ancestors."""
+    record = {}
+    if "exclusive" in best:
+        scores, indices = best["exclusive"][0][row], best["exclusive"][1][row]
+        top = [{"category": names["exclusive"][i], "score": round(float(s), 4)}
+               for s, i in zip(scores, indices)]
+        record["exclusive"] = {**top[0], "path": category_paths["exclusive"][indices[0]],
+                               "top": top}
+    if "rule_based" in best:
+        scores, indices = best["rule_based"][0][row], best["rule_based"][1][row]
+        record["rule_based"] = [{"category": names["rule_based"][i], "score": round(float(s), 4),
+                                 "path": category_paths["rule_based"][i]}
+                                for s, i in zip(scores, indices) if s >= threshold]
+    return record
 
 
 class _ServingModule(tf.Module):

@@ -168,11 +168,14 @@ def test_density_scores_each_product_against_the_whole_pool(trained_run, monkeyp
     monkeypatch.setenv("PRODCAT_PREFIX", paths.prefix)
     select.score(paths, "density", batch_size=5, diverse=False, eval_share=0.0)
     model, _ = task.load_trained(paths, storage.read_json(paths.stats_file("train"))["hparams_id"])
-    embed, vocabs = select._embedder(model), task.vocabularies(paths)
+    vocabs = task.vocabularies(paths)
+    encoder, discriminator = model.get_layer("encoder"), model.get_layer("discriminator")
     ids, vectors, margins = [], [], []
     for chunk_ids, _, unlabelled, inputs in select._stream(paths, "train", vocabs):
+        # eagerly, layer by layer: the discriminator's features, L2-normalised
         probabilities = np.asarray(model(inputs, training=False)["exclusive"])
-        vectors.append(embed(inputs, probabilities)[unlabelled])
+        features = np.asarray(discriminator(encoder(inputs))["features"])[unlabelled]
+        vectors.append(features / np.linalg.norm(features, axis=1, keepdims=True))
         margins.append(strategies.margin(probabilities[unlabelled]))
         ids += [i for i, keep in zip(chunk_ids, unlabelled) if keep]
     vectors, margins = np.concatenate(vectors), np.concatenate(margins)
@@ -185,6 +188,11 @@ def test_density_scores_each_product_against_the_whole_pool(trained_run, monkeyp
     assert [c["id"] for c in train] == sorted(expected, key=expected.get, reverse=True)[:len(train)]
     assert [c["score"] for c in train] == pytest.approx([expected[c["id"]] for c in train],
                                                         rel=1e-4)
+    # each candidate keeps its embedding: the eager features above, to the stored 5 decimals
+    embedded = dict(zip(ids, vectors, strict=True))
+    for candidate in train:
+        assert candidate["embedding"] == pytest.approx(embedded[candidate["id"]].tolist(),
+                                                       abs=2e-5)
 
 
 def _random_evaluation(paths):

@@ -153,6 +153,29 @@ def test_train_predict_and_export_serve_raw_products(tmp_path, monkeypatch):
         assert predicted[product["id"]]["version"] == run_version(paths) * 1000 + 1
         assert float(scores.max()) == pytest.approx(expected["score"], abs=1e-3)
 
+    # every product's top categories per objective: its best scores in the model's full
+    # output, best first, each under its own category; rule categories above the threshold
+    from trainer import data, task
+
+    model, hparams = task.load_trained(paths, hparams_id)
+    vocabs = task.vocabularies(paths)
+    checked = 0
+    for inputs, ids in data.dataset(data.catalog_files(paths), vocabs, 512, keep_ids=True):
+        outputs = {o: v.numpy() for o, v in model(inputs, training=False).items()}
+        for row, product_id in enumerate(ids.numpy()):
+            record = predicted[product_id.decode()]
+            for objective, listed in (("exclusive", record["exclusive"]["top"]),
+                                      ("rule_based", record["rule_based"])):
+                scores, names = outputs[objective][row], vocabs.labels(objective)
+                best = np.sort(scores)[::-1][:5]
+                if objective == "rule_based":
+                    best = best[best >= hparams.rule_threshold]
+                assert [c["score"] for c in listed] == pytest.approx(best, abs=1e-4)
+                assert [c["score"] for c in listed] == pytest.approx(
+                    [scores[names.index(c["category"])] for c in listed], abs=1e-4)
+            checked += 1
+    assert checked == len(products) and any(r["rule_based"] for r in predicted.values())
+
 
 def test_a_checkpoint_is_reused_only_on_the_same_preprocessing_output(tmp_path, monkeypatch):
     from beam_pipelines.preprocess import run
