@@ -52,7 +52,7 @@ def save(paths, hparams, count: int, target: str) -> dict:
     from trainer.model import model_inputs
 
     vocabs = task.vocabularies(paths)
-    rows, _ = training.training_rows(paths, hparams, task._example_counts(paths))
+    rows, _ = training.training_rows(paths, hparams, task.example_counts(paths))
     batches = list(data.parsed(rows, vocabs, hparams.objectives, sparse_rules=True).take(count))
     specs = model_inputs(vocabs)
     meta = {"specs": [asdict(spec) for spec in specs],

@@ -122,7 +122,7 @@ def fit_peer(paths, seed: int = 0) -> dict:
     from trainer import metrics, task
 
     started = time.monotonic()
-    counts = task._example_counts(paths)
+    counts = task.example_counts(paths)
     if counts.get("exclusive_train", 0) == 0:
         log.warning("no labelled training products: no peer")
         return {"skipped": "no labelled training products", "trained_on": 0}

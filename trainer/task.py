@@ -35,7 +35,8 @@ def vocabularies(paths: RunPaths) -> data.Vocabularies:
     return data.Vocabularies(tft.TFTransformOutput(paths.transform_fn_dir), features.load())
 
 
-def _example_counts(paths: RunPaths) -> dict:
+def example_counts(paths: RunPaths) -> dict:
+    """The preprocessing job's example counts per objective and split (``{objective}_{split}``)."""
     return storage.read_json(paths.example_counts)
 
 
@@ -69,7 +70,7 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
     keras.utils.set_random_seed(hparams.seed)
     accelerator = accelerator or accelerators.choose()
     vocabs = vocabularies(paths)
-    counts = _example_counts(paths)
+    counts = example_counts(paths)
     model_dir = paths.checkpoints(hparams.hparams_id, role)
     source = preprocess_output_id(paths)
     training.forget_stale_progress(model_dir, source)
@@ -188,7 +189,7 @@ def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestO
     with the rule-based objective too, on the mean of both heads' validation macro-F1."""
     if not hparams.early_stopping_patience or "exclusive" not in hparams.objectives:
         return None
-    if _example_counts(paths).get("exclusive_valid", 0) == 0:
+    if example_counts(paths).get("exclusive_valid", 0) == 0:
         log.warning("no exclusive validation products: training runs every epoch")
         return None
     batches = list(data.dataset(data.tfrecord_files(paths, "exclusive", "valid"), vocabs, 512,
@@ -210,7 +211,7 @@ def _rule_based_score(paths: RunPaths, hparams: HParams, vocabs):
     """model -> the rule-based head's validation macro-F1, when that head is trained: both
     heads' predictions go to the store, so the epoch kept must serve both."""
     if "rule_based" not in hparams.objectives or \
-            _example_counts(paths).get("rule_based_valid", 0) == 0:
+            example_counts(paths).get("rule_based_valid", 0) == 0:
         return None
     batches = list(data.dataset(data.tfrecord_files(paths, "rule_based", "valid"), vocabs, 512,
                                 ["rule_based"]).take(RULE_SCORE_BATCHES))
@@ -232,7 +233,7 @@ def _sigmoid(logits) -> np.ndarray:
 def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") -> dict:
     model, hparams = load_trained(paths, hparams_id, role)
     vocabs = vocabularies(paths)
-    counts = _example_counts(paths)
+    counts = example_counts(paths)
     result = {"hparams_id": hparams_id, "split": split, "objectives": {}}
     for objective in hparams.objectives:
         if counts.get(f"{objective}_{split}", 0) == 0:
@@ -260,7 +261,7 @@ def evaluate(paths: RunPaths, hparams_id: str, split: str, role: str = "model") 
 
 
 def _catalog_count(paths: RunPaths) -> int:
-    counts = _example_counts(paths)
+    counts = example_counts(paths)
     return sum(counts.get(f"{CATALOG}_{split}", 0) for split in SPLITS)
 
 

@@ -30,7 +30,7 @@ def test_saved_batches_are_the_input_pipelines_for_both_backends(tmp_path, monke
     vocabs = task.vocabularies(paths)
     assert meta["classes"]["rule_based"] == len(vocabs.labels("rule_based"))
     # the pipeline again, as the trainer makes it: the same seed gives the same batches
-    rows, _ = training.training_rows(paths, hparams, task._example_counts(paths))
+    rows, _ = training.training_rows(paths, hparams, task.example_counts(paths))
     expected = list(data.parsed(rows, vocabs, hparams.objectives, sparse_rules=True).take(4))
     texts = [spec["name"] for spec in meta["specs"] if spec["sparse"]]
     assert texts  # the demo catalogue's text fields: sparse TF-IDF
