@@ -92,6 +92,10 @@ VARIANTS = {
     "consistency 1.0 (words dropped 0.5, sharpened 0.4, sure 0.3)": {
         "consistency_weight": 1.0, "consistency_drop": 0.5, "consistency_temperature": 0.4,
         "consistency_threshold": 0.3},
+    "interpolation 1.0 (manifold mixup, alpha 0.5)": {"interpolation_weight": 1.0},
+    "interpolation 1.0 (manifold mixup, alpha 1)": {"interpolation_weight": 1.0,
+                                                    "interpolation_alpha": 1.0},
+    "interpolation 3.0 (manifold mixup, alpha 0.5)": {"interpolation_weight": 3.0},
     "no self-training (self_training_per_class 0)": {"self_training_per_class": 0},
     "self-training: 25 pseudo-labels a class": {"self_training_per_class": 25},
     "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},

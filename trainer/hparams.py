@@ -85,6 +85,13 @@ class HParams:
     consistency_drop: float = 0.3
     consistency_temperature: float = 1.0
     consistency_threshold: float = 0.0
+    # interpolation consistency (manifold mixup, Verma et al. 2019; ICT, Verma et al. 2019):
+    # each real row's encoded vector mixed with another row's of the batch, share lambda ~
+    # Beta(interpolation_alpha, interpolation_alpha) kept >= 1/2, and the exclusive head asked
+    # for the same mix of their targets: the human (or pseudo-) label where a row has one,
+    # else its own prediction held fixed (0: off)
+    interpolation_weight: float = 0.0
+    interpolation_alpha: float = 0.5
     # the SSL-GAN's self-training (``trainer/self_training.py``): a first network labels, per
     # class, this many unlabelled products it is surest of, and a fresh network learns from
     # those pseudo-labels beside the human ones (0: off). On the reviews' validation split
@@ -136,6 +143,8 @@ class HParams:
                 self.consistency_temperature <= 0 or not 0 <= self.consistency_threshold < 1:
             raise ValueError("consistency_weight must be >= 0, consistency_drop in (0, 1), "
                              "consistency_temperature > 0 and consistency_threshold in [0, 1)")
+        if self.interpolation_weight < 0 or self.interpolation_alpha <= 0:
+            raise ValueError("interpolation_weight must be >= 0 and interpolation_alpha > 0")
         if self.weight_decay < 0:
             raise ValueError("weight_decay must be >= 0")
         if not 0 <= self.weight_averaging < 1:

@@ -105,6 +105,26 @@ def consistency_loss(clean_logits, noisy_logits, temperature: float = 1.0,
     return _masked_mean(kl, sure)
 
 
+def interpolation_targets(logits, targets: dict, weights: dict):
+    """What each real row's class distribution should be: its label one-hot where it has
+    one (``weights["exclusive"]`` 1), else its own prediction, held fixed (ICT's target)."""
+    guess = ops.stop_gradient(ops.softmax(logits, axis=-1))
+    if "exclusive" not in targets:
+        return guess
+    labelled = ops.expand_dims(weights["exclusive"], -1)
+    known = ops.one_hot(ops.cast(targets["exclusive"], "int32"), ops.shape(logits)[-1])
+    return labelled * known + (1.0 - labelled) * guess
+
+
+def interpolation_loss(mixed_logits, row_targets, partner, share):
+    """Manifold mixup / interpolation consistency (Verma et al. 2019): with row i's
+    encoded vector mixed as ``share_i * h_i + (1 - share_i) * h_partner(i)``, the
+    cross-entropy of its logits against ``share_i * t_i + (1 - share_i) * t_partner(i)``
+    (``row_targets``: ``interpolation_targets``), averaged over the rows."""
+    target = share * row_targets + (1.0 - share) * ops.take(row_targets, partner, axis=0)
+    return ops.mean(-ops.sum(target * ops.log_softmax(mixed_logits, axis=-1), axis=-1))
+
+
 def sample_rule_categories(targets, size: int, seed):
     """``(columns, column_weights)``: the rule-based categories a batch's loss is computed on,
     ``size`` of them (negative sampling, as word2vec's or Jean et al.'s 2015 sampled losses).
@@ -250,7 +270,7 @@ class SSLGAN(keras.Model):
         self.built = True  # its parts are built functional models: it can be saved before a call
         self.trackers = {name: keras.metrics.Mean(name=name) for name in (
             "d_loss", "g_loss", "exclusive", "rule_based", "real_fake", "rule_to_exclusive",
-            "consistency")}
+            "consistency", "interpolation")}
 
     @property
     def metrics(self):
@@ -389,7 +409,25 @@ class SSLGAN(keras.Model):
             terms["consistency"] = self.hparams.consistency_weight * consistency_loss(
                 real["exclusive"], ops.cast(noisy["exclusive"], "float32"),
                 self.hparams.consistency_temperature, self.hparams.consistency_threshold)
+        # Interpolation: a mix of two rows' encodings should get the same mix of their classes.
+        if self.hparams.interpolation_weight > 0:
+            terms["interpolation"] = self.hparams.interpolation_weight * self._interpolation(
+                encoded, real["exclusive"], targets, weights)
         return sum(terms.values()), generator_loss(real, fake, self.hparams), terms
+
+    def _interpolation(self, encoded, logits, targets, weights):
+        """``interpolation_loss`` for this batch: each row mixed with a row drawn by a
+        shuffle of the batch, its share from Beta(alpha, alpha), the larger part kept."""
+        rows = ops.shape(encoded)[0]
+        partner = keras.random.shuffle(ops.arange(rows), seed=self.seed_generator)
+        alpha = self.hparams.interpolation_alpha
+        share = keras.random.beta((rows, 1), alpha, alpha, seed=self.seed_generator)
+        share = ops.maximum(share, 1.0 - share)  # the row itself stays the larger part (MixMatch)
+        mixed = ops.cast(share, encoded.dtype) * encoded + ops.cast(1.0 - share, encoded.dtype) \
+            * ops.take(encoded, partner, axis=0)
+        mixed_logits = ops.cast(self.discriminator(mixed, training=True)["exclusive"], "float32")
+        return interpolation_loss(mixed_logits, interpolation_targets(logits, targets, weights),
+                                  partner, share)
 
     def train_step(self, data):
         """TensorFlow's train step (``fit``); on JAX, ``jax_train_step`` is the same step."""

@@ -22,6 +22,8 @@ from trainer.ssl_gan import (
     consistency_loss,
     discriminator_losses,
     generator_loss,
+    interpolation_loss,
+    interpolation_targets,
     sample_rule_categories,
     token_dropout,
 )
@@ -436,7 +438,7 @@ rules = np.zeros((512, 30), "float32")
 rules[np.arange(512), y * 5] = 1  # the rules name category 0 or 5; 8 of 30 sampled a step
 model = build_ssl_gan(HParams(hidden_units=(16,), dropout=0.0, input_noise=0.0, seed=4,
                               learning_rate=3e-3, rule_sampled_categories=8,
-                              consistency_weight=0.5),
+                              consistency_weight=0.5, interpolation_weight=0.5),
                       [ModelInput("x", "vector", 20)], {"exclusive": 2, "rule_based": 30})
 step, state = jax.jit(model.jax_train_step()), model.jax_state()
 key, losses = jax.random.PRNGKey(0), []
@@ -448,7 +450,7 @@ for i in range(150):
     key, sub = jax.random.split(key)
     state, logs = step(state, data, sub)
     losses.append(float(logs["exclusive"]))
-    assert float(logs["consistency"]) >= 0
+    assert float(logs["consistency"]) >= 0 and float(logs["interpolation"]) >= 0
 model.assign_jax_state(state)
 outputs = model.classifier()({"x": x[384:]})
 predicted = np.asarray(outputs["exclusive"]).argmax(axis=1)
@@ -508,3 +510,35 @@ def test_the_consistency_term_joins_the_discriminator_loss_when_weighted():
                               {"exclusive": 3, "rule_based": 1})
         logs = model.fit(rows.batch(32), epochs=1, verbose=0).history
         assert (logs["consistency"][-1] > 0) == (weight > 0)
+
+
+def test_interpolation_asks_a_mix_of_two_rows_for_the_same_mix_of_their_targets():
+    logits = ops.convert_to_tensor([[3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    # row 0 labelled class 2 (its logits do not matter), row 1 unlabelled: its own prediction
+    targets = interpolation_targets(logits, {"exclusive": np.array([2, 0])},
+                                    {"exclusive": np.array([1.0, 0.0], "float32")})
+    own = np.exp([0.0, 1.0, 0.0]) / np.exp([0.0, 1.0, 0.0]).sum()
+    np.testing.assert_allclose(np.asarray(targets), [[0, 0, 1], own], rtol=1e-5)
+    mixed = np.array([[0.5, 0.2, 1.0], [0.0, 0.3, -1.0]], "float32")
+    share = np.array([[0.75], [0.6]], "float32")
+    partner = np.array([1, 0])
+    wanted = [0.75 * np.eye(3)[2] + 0.25 * own, 0.6 * own + 0.4 * np.eye(3)[2]]
+    log_q = mixed - np.log(np.exp(mixed).sum(axis=1, keepdims=True))
+    expected = float(np.mean(-(np.array(wanted) * log_q).sum(axis=1)))
+    got = interpolation_loss(ops.convert_to_tensor(mixed), targets, partner,
+                             ops.convert_to_tensor(share))
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_interpolation_term_joins_the_discriminator_loss_when_weighted():
+    specs = [ModelInput("x", "vector", 20)]
+    x = np.random.default_rng(0).random((64, 20)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int64")
+    rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": y},
+                                               {"exclusive": np.ones(64, "float32")}))
+    for weight in (0.0, 1.0):
+        model = build_ssl_gan(HParams(hidden_units=(16,), objectives=("exclusive",),
+                                      interpolation_weight=weight), specs,
+                              {"exclusive": 2, "rule_based": 1})
+        logs = model.fit(rows.batch(32), epochs=1, verbose=0).history
+        assert (logs["interpolation"][-1] > 0) == (weight > 0)
