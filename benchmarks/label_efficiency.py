@@ -96,6 +96,8 @@ VARIANTS = {
     "interpolation 1.0 (manifold mixup, alpha 1)": {"interpolation_weight": 1.0,
                                                     "interpolation_alpha": 1.0},
     "interpolation 3.0 (manifold mixup, alpha 0.5)": {"interpolation_weight": 3.0},
+    "label smoothing 0.1": {"label_smoothing": 0.1},
+    "label smoothing 0.2": {"label_smoothing": 0.2},
     "no self-training (self_training_per_class 0)": {"self_training_per_class": 0},
     "self-training: 25 pseudo-labels a class": {"self_training_per_class": 25},
     "self-training: 100 pseudo-labels a class": {"self_training_per_class": 100},

@@ -48,6 +48,9 @@ class HParams:
     # class_weight="balanced"; the prior a running mean of the labelled classes (mixed half
     # and half with the uniform prior). Macro-F1 rewards the small classes
     exclusive_loss: str = "plain"
+    # label smoothing of the human (and pseudo-) labels' cross-entropy (Szegedy et al. 2016):
+    # the target puts 1 - label_smoothing on the label and spreads the rest over every class
+    label_smoothing: float = 0.0
     # weight of the rule labels as weak targets of the exclusive head: the classes a product's
     # rule categories name through the category tree, -log p(one of them) (0: off)
     rule_to_exclusive_weight: float = 1.0
@@ -143,6 +146,8 @@ class HParams:
                 self.consistency_temperature <= 0 or not 0 <= self.consistency_threshold < 1:
             raise ValueError("consistency_weight must be >= 0, consistency_drop in (0, 1), "
                              "consistency_temperature > 0 and consistency_threshold in [0, 1)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError("label_smoothing must be in [0, 1)")
         if self.interpolation_weight < 0 or self.interpolation_alpha <= 0:
             raise ValueError("interpolation_weight must be >= 0 and interpolation_alpha > 0")
         if self.weight_decay < 0:

@@ -185,8 +185,13 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
     logits = real["exclusive"]
     if "exclusive" in targets:
         adjusted = logits + (log_prior if hparams.exclusive_loss == "logit_adjusted" else 0.0)
-        cross_entropy = keras.losses.sparse_categorical_crossentropy(
-            targets["exclusive"], adjusted, from_logits=True)
+        if hparams.label_smoothing > 0:
+            cross_entropy = keras.losses.categorical_crossentropy(
+                ops.one_hot(ops.cast(targets["exclusive"], "int32"), ops.shape(logits)[-1]),
+                adjusted, from_logits=True, label_smoothing=hparams.label_smoothing)
+        else:
+            cross_entropy = keras.losses.sparse_categorical_crossentropy(
+                targets["exclusive"], adjusted, from_logits=True)
         row_weights = weights["exclusive"]
         if hparams.exclusive_loss == "balanced":  # each class counts as much as any other
             classes = ops.cast(ops.shape(logits)[-1], "float32")

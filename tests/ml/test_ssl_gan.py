@@ -59,6 +59,21 @@ def test_supervised_losses_only_count_the_rows_that_have_labels():
                                       supervised_only)["real_fake"]) == 0.0
 
 
+def test_label_smoothing_spreads_part_of_the_labels_target_over_every_class():
+    logits = np.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], "float32")
+    real = {"exclusive": ops.convert_to_tensor(logits), "features": ops.zeros((2, 3))}
+    fake = {"exclusive": ops.convert_to_tensor([[-20.0, -20.0, -20.0]]),
+            "features": ops.zeros((1, 3))}
+    targets = {"exclusive": ops.convert_to_tensor([0, 2])}
+    weights = {"exclusive": ops.convert_to_tensor([1.0, 0.0])}  # the second row unlabelled
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    smoothed = 0.8 * np.eye(3)[0] + 0.2 / 3  # 0.2 of the target spread over the 3 classes
+    terms = discriminator_losses(real, fake, targets, weights, HParams(label_smoothing=0.2, gan_head="class_logits"))
+    assert float(terms["exclusive"]) == pytest.approx(-(smoothed * log_p[0]).sum(), rel=1e-5)
+    plain = discriminator_losses(real, fake, targets, weights, HP)
+    assert float(plain["exclusive"]) == pytest.approx(-log_p[0, 0], rel=1e-5)
+
+
 def test_the_partial_label_loss_is_minus_log_the_candidates_mass():
     logits = ops.convert_to_tensor([[2.0, 1.0, 0.0], [2.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
     candidates = ops.convert_to_tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
