@@ -514,17 +514,18 @@ def test_consistency_is_the_kl_from_the_sharpened_clean_prediction_to_the_noised
     assert float(consistency_loss(clean, clean, 1.0, 0.0)) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_the_consistency_term_joins_the_discriminator_loss_when_weighted():
+@pytest.mark.parametrize("term", ["consistency", "interpolation"])
+def test_an_optional_term_joins_the_discriminator_loss_when_weighted(term):
     specs = [ModelInput("x", "vector", 20)]
     x = np.random.default_rng(0).random((64, 20)).astype("float32")
     rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": np.zeros(64, "int64")},
                                                {"exclusive": np.ones(64, "float32")}))
     for weight in (0.0, 1.0):
         model = build_ssl_gan(HParams(hidden_units=(16,), objectives=("exclusive",),
-                                      consistency_weight=weight), specs,
+                                      **{f"{term}_weight": weight}), specs,
                               {"exclusive": 3, "rule_based": 1})
         logs = model.fit(rows.batch(32), epochs=1, verbose=0).history
-        assert (logs["consistency"][-1] > 0) == (weight > 0)
+        assert (logs[term][-1] > 0) == (weight > 0)
 
 
 def test_interpolation_asks_a_mix_of_two_rows_for_the_same_mix_of_their_targets():
@@ -544,16 +545,3 @@ def test_interpolation_asks_a_mix_of_two_rows_for_the_same_mix_of_their_targets(
                              ops.convert_to_tensor(share))
     assert float(got) == pytest.approx(expected, rel=1e-5)
 
-
-def test_the_interpolation_term_joins_the_discriminator_loss_when_weighted():
-    specs = [ModelInput("x", "vector", 20)]
-    x = np.random.default_rng(0).random((64, 20)).astype("float32")
-    y = (x[:, 0] > 0.5).astype("int64")
-    rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": y},
-                                               {"exclusive": np.ones(64, "float32")}))
-    for weight in (0.0, 1.0):
-        model = build_ssl_gan(HParams(hidden_units=(16,), objectives=("exclusive",),
-                                      interpolation_weight=weight), specs,
-                              {"exclusive": 2, "rule_based": 1})
-        logs = model.fit(rows.batch(32), epochs=1, verbose=0).history
-        assert (logs["interpolation"][-1] > 0) == (weight > 0)
