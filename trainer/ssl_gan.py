@@ -105,15 +105,19 @@ def consistency_loss(clean_logits, noisy_logits, temperature: float = 1.0,
     return _masked_mean(kl, sure)
 
 
+def labels_where_known(probabilities, targets: dict, weights: dict):
+    """``probabilities`` with each labelled row's (``weights["exclusive"]`` 1) replaced by
+    its label, one-hot."""
+    labelled = ops.expand_dims(weights["exclusive"], -1)
+    known = ops.one_hot(ops.cast(targets["exclusive"], "int32"), ops.shape(probabilities)[-1])
+    return labelled * known + (1.0 - labelled) * probabilities
+
+
 def interpolation_targets(logits, targets: dict, weights: dict):
     """What each real row's class distribution should be: its label one-hot where it has
-    one (``weights["exclusive"]`` 1), else its own prediction, held fixed (ICT's target)."""
+    one, else its own prediction, held fixed (ICT's target)."""
     guess = ops.stop_gradient(ops.softmax(logits, axis=-1))
-    if "exclusive" not in targets:
-        return guess
-    labelled = ops.expand_dims(weights["exclusive"], -1)
-    known = ops.one_hot(ops.cast(targets["exclusive"], "int32"), ops.shape(logits)[-1])
-    return labelled * known + (1.0 - labelled) * guess
+    return labels_where_known(guess, targets, weights) if "exclusive" in targets else guess
 
 
 def interpolation_loss(mixed_logits, row_targets, partner, share):
@@ -213,10 +217,7 @@ def discriminator_losses(real: dict, fake: dict, targets: dict, weights: dict,
             probabilities = ops.softmax(logits, axis=-1)
             if hparams.confusion_from_labels and "exclusive" in targets:
                 # a human-labelled row teaches the confusion from its label, not its logits
-                labelled = ops.expand_dims(weights["exclusive"], -1)
-                known = ops.one_hot(ops.cast(targets["exclusive"], "int32"),
-                                    ops.shape(logits)[-1])
-                probabilities = labelled * known + (1.0 - labelled) * probabilities
+                probabilities = labels_where_known(probabilities, targets, weights)
             named = ops.matmul(probabilities, confusion)
             weak = -ops.log(ops.sum(named * candidates, axis=-1) + 1e-7)
             weak_rows = has_candidates
