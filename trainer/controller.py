@@ -28,6 +28,7 @@ from shared_config.cli import finish_stage, run_paths, setup_logging
 from shared_config.paths import InvalidId, validate_id
 from trainer.accelerators import PRECISIONS, XLA_CHOICES
 from trainer.hparams import (
+    ENCODER_PRETRAININGS,
     EXCLUSIVE_LOSSES,
     GAN_HEADS,
     MODEL_TYPES,
@@ -61,7 +62,8 @@ def _bool(text: str) -> bool:
 
 CHOICES = {"model_type": MODEL_TYPES, "schedule": SCHEDULES, "rule_gan_signal": RULE_GAN_SIGNALS,
            "exclusive_loss": EXCLUSIVE_LOSSES, "gan_head": GAN_HEADS,
-           "self_training_epochs": SELF_TRAINING_EPOCHS, "self_training_rules": SELF_TRAINING_RULES}
+           "self_training_epochs": SELF_TRAINING_EPOCHS, "self_training_rules": SELF_TRAINING_RULES,
+           "encoder_pretraining": ENCODER_PRETRAININGS}
 
 
 def build_parser() -> argparse.ArgumentParser:

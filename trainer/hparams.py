@@ -14,6 +14,7 @@ GAN_HEADS = ("class_logits", "separate_unit")
 EXCLUSIVE_LOSSES = ("plain", "logit_adjusted", "balanced")
 SELF_TRAINING_EPOCHS = ("early_stopping", "first_network")
 SELF_TRAINING_RULES = ("ignored", "agree", "agree_only")
+ENCODER_PRETRAININGS = ("denoising", "contrastive")
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,13 @@ class HParams:
     # validation: +5.0 macro-F1 with every row labelled, -0.7 to +0.3 at 1-10%
     confusion_from_labels: bool = True
     wide: bool = False  # a linear path from the sparse inputs straight to the logits
-    # epochs of a denoising bag-of-words autoencoder over every product that teaches the encoder
-    # the catalogue before the labels and the GAN see it (0: none)
+    # epochs of pretraining over every product that teach the encoder the catalogue before the
+    # labels and the GAN see it (0: none), by ``encoder_pretraining``: "denoising", a
+    # bag-of-words autoencoder recovering a product's words from half of them; "contrastive",
+    # two copies of a product with words dropped told apart from the batch's other products
+    # (SimCSE's objective with word dropout for its noise)
     encoder_pretrain_epochs: int = 0
+    encoder_pretraining: str = "denoising"
     # momentum of an exponential moving average of the discriminator's weights (Polyak
     # averaging): with early stopping, validation scores and the saved model keeps the
     # averaged weights (0: off)
@@ -134,6 +139,9 @@ class HParams:
                              f"of {SELF_TRAINING_RULES}")
         if self.gan_head not in GAN_HEADS:
             raise ValueError(f"gan_head {self.gan_head!r}: choose one of {GAN_HEADS}")
+        if self.encoder_pretraining not in ENCODER_PRETRAININGS:
+            raise ValueError(f"encoder_pretraining {self.encoder_pretraining!r}: choose one of "
+                             f"{ENCODER_PRETRAININGS}")
         if self.exclusive_loss not in EXCLUSIVE_LOSSES:
             raise ValueError(f"exclusive_loss {self.exclusive_loss!r}: choose one of {EXCLUSIVE_LOSSES}")
         if min(self.rule_to_exclusive_weight, self.early_stopping_patience,

@@ -41,6 +41,9 @@ if TYPE_CHECKING:  # the model and its losses import no TensorFlow: they run on 
 
 PRIOR_MOMENTUM = 0.99
 DENOISING_DROP = 0.5  # share of a product's words hidden from the encoder in its pretraining
+CONTRASTIVE_DROP = 0.3  # share of its words each of a product's two contrastive copies loses
+CONTRASTIVE_TEMPERATURE = 0.1  # of the cosine similarities (SimCSE's 0.05, SimCLR's 0.1)
+CONTRASTIVE_PROJECTION = 128  # the projection head's width: the loss reads it, not the encoder
 CONFUSION_DIAGONAL = 4.0  # softmax of 4 on the diagonal: the rules right ~3 times in 4 at first
 
 
@@ -103,6 +106,19 @@ def consistency_loss(clean_logits, noisy_logits, temperature: float = 1.0,
     kl = ops.sum(target * (ops.log(target + 1e-8) - ops.log_softmax(noisy_logits, axis=-1)),
                  axis=-1)
     return _masked_mean(kl, sure)
+
+
+def contrastive_loss(first, second, temperature: float = CONTRASTIVE_TEMPERATURE):
+    """SimCSE's unsupervised objective (Gao et al. 2021, eq. 1), both ways round: with
+    sim the cosine similarity and row i's two copies ``first[i]`` and ``second[i]``,
+    -log e^(sim(first_i, second_i) / t) / sum_j e^(sim(first_i, second_j) / t), the other
+    rows of the batch the negatives; per row, the mean of that and its mirror image."""
+    first = first / ops.maximum(ops.norm(first, axis=-1, keepdims=True), 1e-8)
+    second = second / ops.maximum(ops.norm(second, axis=-1, keepdims=True), 1e-8)
+    similarity = ops.matmul(first, ops.transpose(second)) / temperature
+    matching = ops.diagonal(similarity)
+    return 0.5 * (ops.logsumexp(similarity, axis=1) - matching) + 0.5 * (
+        ops.logsumexp(similarity, axis=0) - matching)
 
 
 def labels_where_known(probabilities, targets: dict, weights: dict):
@@ -527,34 +543,57 @@ class SSLGAN(keras.Model):
         self.d_optimizer.finalize_variable_values(self._d_variables())
 
     def pretrain_encoder(self, batches, steps_per_epoch: int, epochs: int) -> dict:
-        """Teach the encoder the catalogue before any label or GAN: a denoising bag-of-words
-        autoencoder over every product (half of each product's words dropped, all of them to
-        be recovered from the encoder's vector). ``batches`` yields ``(inputs, ...)``."""
+        """Teach the encoder the catalogue before any label or GAN, from every product
+        (``hparams.encoder_pretraining``): a denoising bag-of-words autoencoder (half of
+        each product's words dropped, all of them to be recovered from the encoder's vector),
+        or contrastive learning (two copies of each product, each with some of its words
+        dropped, to be told apart from the batch's other products: ``contrastive_loss``).
+        ``batches`` yields ``(inputs, ...)``; the answer: the loss after each epoch."""
         vectors = self._vector_inputs
         if not vectors or epochs < 1:
             return {}
         inputs = {name: keras.Input(spec.shape[1:], dtype=spec.dtype, name=name)
                   for name, spec in self.encoder.input.items()}
-        noised = {name: keras.layers.Dropout(DENOISING_DROP, seed=self.hparams.seed)(tensor)
-                  if name in vectors else tensor for name, tensor in inputs.items()}
-        width = sum(self.encoder.input[name].shape[-1] for name in vectors)
-        words = keras.layers.Dense(width, name="bag_of_words_logits")(self.encoder(noised))
-        autoencoder = keras.Model(inputs, words, name="denoising_autoencoder")
-        autoencoder.compile(optimizer=keras.optimizers.Adam(self.hparams.learning_rate),
-                            loss=keras.losses.BinaryCrossentropy(from_logits=True))
+
+        def noised(rate, seed):
+            return {name: keras.layers.Dropout(rate, seed=seed)(tensor)
+                    if name in vectors else tensor for name, tensor in inputs.items()}
+
+        seed = self.hparams.seed
+        if self.hparams.encoder_pretraining == "contrastive":
+            width = self.encoder.output.shape[-1]
+            projection = keras.Sequential([
+                keras.Input((width,)), keras.layers.Dense(width, activation="relu"),
+                keras.layers.Dense(CONTRASTIVE_PROJECTION)], name="projection_head")
+            # the two copies' projections side by side: [batch, 2, projection]
+            pair = ops.stack([projection(self.encoder(noised(CONTRASTIVE_DROP, seed))),
+                              projection(self.encoder(noised(CONTRASTIVE_DROP, seed + 1)))],
+                             axis=1)
+            pretraining = keras.Model(inputs, pair, name="contrastive_pretraining")
+            loss, name = (lambda _, copies: contrastive_loss(copies[:, 0], copies[:, 1])), \
+                "contrastive_loss"
+        else:
+            width = sum(self.encoder.input[name].shape[-1] for name in vectors)
+            words = keras.layers.Dense(width, name="bag_of_words_logits")(
+                self.encoder(noised(DENOISING_DROP, seed)))
+            pretraining = keras.Model(inputs, words, name="denoising_autoencoder")
+            loss, name = keras.losses.BinaryCrossentropy(from_logits=True), "reconstruction_loss"
+        pretraining.compile(optimizer=keras.optimizers.Adam(self.hparams.learning_rate),
+                            loss=loss)
 
         import tensorflow as tf
 
-        def bag_of_words(row_inputs, *_):
-            # the autoencoder sees its inputs dense: the dropout noise acts on every word
+        def dense_with_targets(row_inputs, *_):
+            # the pretraining sees its inputs dense: the dropout noise acts on every word
             row_inputs = {name: tf.sparse.to_dense(value) if isinstance(value, tf.SparseTensor)
                           else value for name, value in row_inputs.items()}
             present = [tf.cast(row_inputs[name] > 0, "float32") for name in vectors]
+            # the autoencoder's targets: which words each product has (contrastive: unread)
             return row_inputs, present[0] if len(present) == 1 else tf.concat(present, -1)
 
-        history = autoencoder.fit(batches.map(bag_of_words), steps_per_epoch=steps_per_epoch,
-                                  epochs=epochs, verbose=2)
-        return {"reconstruction_loss": [float(v) for v in history.history["loss"]]}
+        history = pretraining.fit(batches.map(dense_with_targets),
+                                  steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2)
+        return {name: [float(v) for v in history.history["loss"]]}
 
     def classifier(self) -> keras.Model:
         """A plain functional model of the trained parts: products in, probabilities out."""

@@ -20,6 +20,7 @@ from trainer.ssl_gan import (
     build_ssl_gan,
     candidate_mass_loss,
     consistency_loss,
+    contrastive_loss,
     discriminator_losses,
     generator_loss,
     interpolation_loss,
@@ -226,18 +227,37 @@ def test_logit_adjustment_and_balancing_favour_the_rare_class():
     assert balanced == pytest.approx(np.log(2) * (1 / 1.8 + 1 / 0.2) / 2, rel=1e-5)
 
 
-def test_the_encoder_pretraining_learns_to_recover_hidden_words():
+def test_the_contrastive_loss_is_simcses_cross_entropy_over_the_batch_both_ways():
+    rng = np.random.default_rng(3)
+    first, second = rng.normal(size=(5, 4)), rng.normal(size=(5, 4))
+    unit = [v / np.linalg.norm(v, axis=1, keepdims=True) for v in (first, second)]
+    similarity = unit[0] @ unit[1].T / 0.1
+    one_way = -np.log(np.exp(np.diag(similarity)) / np.exp(similarity).sum(axis=1))
+    other_way = -np.log(np.exp(np.diag(similarity)) / np.exp(similarity).sum(axis=0))
+    got = np.asarray(contrastive_loss(ops.convert_to_tensor(first, "float32"),
+                                      ops.convert_to_tensor(second, "float32"), 0.1))
+    np.testing.assert_allclose(got, (one_way + other_way) / 2, rtol=1e-4)
+    # two copies that agree, each far from the other rows, cost almost nothing
+    assert float(np.mean(contrastive_loss(ops.eye(5), ops.eye(5), 0.1))) < 1e-3
+
+
+@pytest.mark.parametrize("pretraining, loss", [("denoising", "reconstruction_loss"),
+                                               ("contrastive", "contrastive_loss")])
+def test_the_encoder_pretraining_learns_the_catalogue(pretraining, loss):
     rng = np.random.default_rng(0)
-    topics = rng.random((4, 40)) < 0.2  # four "kinds of product", each with its own words
-    x = (topics[rng.integers(0, 4, 512)] * rng.random((512, 40))).astype("float32")
+    if pretraining == "denoising":  # hidden words to recover from the product's kind
+        topics = rng.random((4, 40)) < 0.2  # four "kinds of product", each with its own words
+        x = (topics[rng.integers(0, 4, 512)] * rng.random((512, 40))).astype("float32")
+    else:  # products to tell apart: each has words of its own
+        x = ((rng.random((512, 40)) < 0.25) * rng.random((512, 40))).astype("float32")
     hparams = HParams(hidden_units=(16,), encoder_pretrain_epochs=4, objectives=("exclusive",),
-                      learning_rate=0.01)
+                      learning_rate=0.01, encoder_pretraining=pretraining)
     model = build_ssl_gan(hparams, [ModelInput("x", "vector", 40)], {"exclusive": 4,
                                                                       "rule_based": 1})
     before = [w.numpy().copy() for w in model.encoder.weights]
     rows = tf.data.Dataset.from_tensor_slices(({"x": x}, {"exclusive": np.zeros(512, "int64")}))
     result = model.pretrain_encoder(rows.repeat().batch(32), 16, hparams.encoder_pretrain_epochs)
-    losses = result["reconstruction_loss"]
+    losses = result[loss]
     assert len(losses) == 4 and losses[-1] < losses[0] * 0.8
     assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, model.encoder.weights))
     # the classifier still reads the same, now pretrained, encoder

@@ -85,6 +85,8 @@ def test_hparams_id_follows_the_hyperparameters():
         HParams(rule_sampled_categories=-1)
     with pytest.raises(ValueError):
         HParams(objectives=("exclusive", "sentiment"))
+    with pytest.raises(ValueError, match="encoder_pretraining"):
+        HParams(encoder_pretraining="masked")
 
 
 @pytest.mark.parametrize("argv, complaint", [
@@ -92,6 +94,7 @@ def test_hparams_id_follows_the_hyperparameters():
     (["train", "--run-id", "ok", "--objectives", "nope"], "objectives"),
     (["evaluate", "--run-id", "ok", "--hparams-id", "a/b"], "not allowed"),
     (["train", "--run-id", "ok", "--epochs", "0"], "positive"),
+    (["train", "--run-id", "ok", "--encoder-pretraining", "masked"], "invalid choice"),
 ])
 def test_controller_refuses_bad_arguments(argv, complaint, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("PRODCAT_PREFIX", str(tmp_path))
