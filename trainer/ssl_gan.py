@@ -570,14 +570,18 @@ class SSLGAN(keras.Model):
                               projection(self.encoder(noised(CONTRASTIVE_DROP, seed + 1)))],
                              axis=1)
             pretraining = keras.Model(inputs, pair, name="contrastive_pretraining")
-            loss, name = (lambda _, copies: contrastive_loss(copies[:, 0], copies[:, 1])), \
-                "contrastive_loss"
+
+            def loss(_, copies):  # the targets are not read: each product is its own class
+                return contrastive_loss(copies[:, 0], copies[:, 1])
+
+            loss_name = "contrastive_loss"
         else:
             width = sum(self.encoder.input[name].shape[-1] for name in vectors)
             words = keras.layers.Dense(width, name="bag_of_words_logits")(
                 self.encoder(noised(DENOISING_DROP, seed)))
             pretraining = keras.Model(inputs, words, name="denoising_autoencoder")
-            loss, name = keras.losses.BinaryCrossentropy(from_logits=True), "reconstruction_loss"
+            loss = keras.losses.BinaryCrossentropy(from_logits=True)
+            loss_name = "reconstruction_loss"
         pretraining.compile(optimizer=keras.optimizers.Adam(self.hparams.learning_rate),
                             loss=loss)
 
@@ -593,7 +597,7 @@ class SSLGAN(keras.Model):
 
         history = pretraining.fit(batches.map(dense_with_targets),
                                   steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2)
-        return {name: [float(v) for v in history.history["loss"]]}
+        return {loss_name: [float(v) for v in history.history["loss"]]}
 
     def classifier(self) -> keras.Model:
         """A plain functional model of the trained parts: products in, probabilities out."""
