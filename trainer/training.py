@@ -157,12 +157,14 @@ class BestOnValidation(keras.callbacks.Callback):
     ``extra_score(model)`` when given: the other head's figure); keep the best
     weights; stop once ``patience`` epochs have brought no improvement. The state
     survives several ``fit`` calls (one per epoch); ``restore_best`` puts the best
-    weights back at the end."""
+    weights back at the end. ``score(labels, predicted)``, higher better, may replace
+    macro-F1 (``predict`` then answers what it reads)."""
 
-    def __init__(self, predict, labels, patience: int, extra_score=None):
+    def __init__(self, predict, labels, patience: int, extra_score=None, score=None):
         super().__init__()
         self.predict, self.labels, self.patience = predict, labels, patience
         self.extra_score = extra_score  # model -> another head's score, averaged in
+        self.score = score
         self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -172,7 +174,7 @@ class BestOnValidation(keras.callbacks.Callback):
         if getattr(self.model, "averages_weights", False):  # scored with the averaged weights
             training = [w.numpy().copy() for w in self.model.weights]
             self.model.use_averaged_weights()
-        score = macro_f1(self.labels, self.predict(self.model))
+        score = (self.score or macro_f1)(self.labels, self.predict(self.model))
         if self.extra_score is not None:
             score = (score + self.extra_score(self.model)) / 2
         self.scores.append(score)

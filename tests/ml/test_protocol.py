@@ -277,7 +277,7 @@ def test_a_variant_may_have_the_peer_pick_self_trainings_pseudo_labels(monkeypat
     labelled[:30] = True
     fits = []
 
-    def fit(method, data_, y, labelled_, seed, hparams, max_epochs, early_stopping=True):
+    def fit(method, data_, y, labelled_, seed, hparams, max_epochs, early_stopping=True, **_):
         fits.append(y.copy())
         return "network", SimpleNamespace(scores=[0.5], best_epoch=0)
 
@@ -387,3 +387,56 @@ def test_at_inference_the_rules_classes_weigh_in_on_validation_only(monkeypatch,
     assert network_scores["rules' classes weighed in, e^1"] == 0.0
     assert 40 < network_scores["rules' classes weighed in, e^2"] < 100
     assert all(0 <= scores[1] <= 100 for scores in rows.values())  # the peer's column
+
+
+def test_a_network_of_the_benchmark_repeats_itself_for_a_seed_and_not_for_another():
+    """Variants are read against the defaults of the same run to a tenth of a point: the
+    same seed must give the same network, self-training included."""
+    from scipy import sparse
+
+    from benchmarks import networks
+    from benchmarks.label_data import DataSet, Split
+
+    rng = np.random.default_rng(5)
+
+    def split(n):
+        y = rng.integers(0, 3, n)
+        x = sparse.csr_matrix(np.eye(3)[y] * 2 + rng.normal(size=(n, 3)) + 2)
+        return Split(x, y, np.arange(n).astype(str))
+
+    data = DataSet("toy", split(400), split(60), split(60), ["a", "b", "c"], [])
+    labelled = np.zeros(400, bool)
+    labelled[::10] = True
+    options = {"self_training_per_class": 5}
+    runs = [networks.run_probabilities("ssl_gan", data, labelled, seed, options, max_epochs=2)
+            for seed in (0, 0, 1)]
+    assert runs[0]["pseudo_labels"] == 15
+    assert np.array_equal(runs[0]["valid"], runs[1]["valid"])
+    assert np.array_equal(runs[0]["test"], runs[1]["test"])
+    assert not np.array_equal(runs[0]["valid"], runs[2]["valid"])
+
+
+def test_early_stopping_may_read_another_score_than_macro_f1():
+    import keras
+
+    from benchmarks.networks import _log_likelihood
+    from trainer import training
+
+    labels = np.array([0, 1])
+    sure = [0.6, 0.9, 0.7]  # each epoch's probability of the true classes: all right each time
+    epochs = [np.array([[p, 1 - p], [1 - p, p]]) for p in sure]
+
+    def best_epoch(**score):
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        predictions = iter(epochs)
+        best = training.BestOnValidation(
+            lambda m: next(predictions) if score else next(predictions).argmax(axis=1),
+            labels, patience=5, **score)
+        best.set_model(model)
+        for epoch in range(3):
+            best.on_epoch_end(epoch)
+        return best.best_epoch, best.best
+
+    assert best_epoch() == (0, 1.0)  # macro-F1 is 1 at once and never better
+    epoch, score = best_epoch(score=_log_likelihood)
+    assert epoch == 1 and score == pytest.approx(np.log(0.9))
