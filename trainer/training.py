@@ -165,7 +165,8 @@ class BestOnValidation(keras.callbacks.Callback):
         self.predict, self.labels, self.patience = predict, labels, patience
         self.extra_score = extra_score  # model -> another head's score, averaged in
         self.score = score
-        self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
+        # -inf: a score may be below any number (a log-likelihood), the first epoch is kept
+        self.best, self.best_epoch, self.best_weights, self.scores = -math.inf, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
         from trainer.metrics import macro_f1

@@ -423,8 +423,10 @@ def test_early_stopping_may_read_another_score_than_macro_f1():
     from trainer import training
 
     labels = np.array([0, 1])
-    sure = [0.6, 0.9, 0.7]  # each epoch's probability of the true classes: all right each time
-    epochs = [np.array([[p, 1 - p], [1 - p, p]]) for p in sure]
+    # each epoch's probability of the true classes, the other 9 classes sharing the rest: all
+    # right each time, and every log-likelihood under -1
+    sure = [0.2, 0.3, 0.25]
+    epochs = [np.where(np.eye(10)[labels] == 1, p, (1 - p) / 9) for p in sure]
 
     def best_epoch(**score):
         model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
@@ -439,4 +441,4 @@ def test_early_stopping_may_read_another_score_than_macro_f1():
 
     assert best_epoch() == (0, 1.0)  # macro-F1 is 1 at once and never better
     epoch, score = best_epoch(score=_log_likelihood)
-    assert epoch == 1 and score == pytest.approx(np.log(0.9))
+    assert epoch == 1 and score == pytest.approx(np.log(0.3))
