@@ -114,7 +114,9 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         raise ValueError(f"{STOPPING} {stopping!r}: choose one of {STOPPINGS}")
     hparams = hparams_for(method, seed, options)
     y = data.train.y
-    model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs, stopping=stopping)
+    pretrained = {}  # the first network's pretrained encoder, for self-training's second
+    model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs, stopping=stopping,
+                       pretrained=pretrained)
     extra = {}
     if method != "dnn" and hparams.self_training_per_class and not labelled.all():
         parts = np.array_split(dense(data.train.x), max(1, len(y) // 4096))
@@ -139,7 +141,8 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         as_first = hparams.self_training_epochs == "first_network"
         model, best = _fit(method, data, y, labelled | picked, seed, hparams,
                            best.best_epoch + 1 if as_first else max_epochs,
-                           early_stopping=not as_first, stopping=stopping)
+                           early_stopping=not as_first, stopping=stopping,
+                           pretrained=pretrained)
     x_valid, x_test = dense(data.valid.x), dense(data.test.x)
     return {"valid": _probabilities(model, x_valid), "test": _probabilities(model, x_test),
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
@@ -164,10 +167,12 @@ def _log_likelihood(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,
          hparams: HParams, max_epochs: int, early_stopping: bool = True,
-         stopping: str = "macro_f1"):
+         stopping: str = "macro_f1", pretrained: dict | None = None):
     """A fresh network fitted on the training rows (``y`` the labels of the ``labelled``
     ones), stopped early on validation (``stopping``: by its macro-F1 or its
-    log-likelihood); ``(model with its best epoch's weights, stopper)``.
+    log-likelihood); ``(model with its best epoch's weights, stopper)``. ``pretrained``
+    shares the pretrained encoder between the networks of one method, as the trainer does:
+    the first fills in its weights, those after it start from them.
     Without ``early_stopping``: ``max_epochs`` epochs, the last one's weights kept (the
     stopper only records the validation scores)."""
     keras.utils.set_random_seed(seed)
@@ -199,9 +204,13 @@ def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: 
         everything = _rows(x_train, y, labelled, rules)
         only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],
                               None if rules is None else rules[labelled])
-        if hparams.encoder_pretrain_epochs:
+        if hparams.encoder_pretrain_epochs and pretrained and "encoder" in pretrained:
+            model.encoder.set_weights(pretrained["encoder"])
+        elif hparams.encoder_pretrain_epochs:
             model.pretrain_encoder(everything.shuffle(30_000, seed=seed).repeat().batch(BATCH),
                                    steps, hparams.encoder_pretrain_epochs)
+            if pretrained is not None:
+                pretrained["encoder"] = model.encoder.get_weights()
         batches = tf.data.Dataset.sample_from_datasets(
             [only_labelled.shuffle(10_000, seed=seed).repeat(),
              everything.shuffle(30_000, seed=seed).repeat()],

@@ -19,6 +19,7 @@ The rule-based head reads the discriminator's features but is a layer of the mod
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import keras
@@ -35,6 +36,8 @@ from trainer.model import (
 )
 from trainer.optimizers import LazyAdam
 from trainer.rule_classes import RuleClassMap
+
+log = logging.getLogger("prodcat.trainer")
 
 if TYPE_CHECKING:  # the model and its losses import no TensorFlow: they run on Keras' JAX backend
     from trainer.accelerators import Accelerator
@@ -595,8 +598,14 @@ class SSLGAN(keras.Model):
             # the autoencoder's targets: which words each product has (contrastive: unread)
             return row_inputs, present[0] if len(present) == 1 else tf.concat(present, -1)
 
+        def progress(epoch, logs):
+            log.info("encoder pretraining (%s): epoch %d/%d, %s %.4f",
+                     self.hparams.encoder_pretraining, epoch + 1, epochs, loss_name, logs["loss"])
+
         history = pretraining.fit(batches.map(dense_with_targets),
-                                  steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=2)
+                                  steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=0,
+                                  callbacks=[keras.callbacks.LambdaCallback(
+                                      on_epoch_end=progress)])
         return {loss_name: [float(v) for v in history.history["loss"]]}
 
     def classifier(self) -> keras.Model:

@@ -91,7 +91,8 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
         log.info("self-training: %d pseudo-labels found in %s", len(pseudo["labels"]), model_dir)
     else:
         model, result, pretrained = _train_round(paths, hparams, vocabs, accelerator, counts,
-                                                 model_dir, source)
+                                                 model_dir, source,
+                                                 encoder_dir=model_dir + ENCODER_DIR)
     if self_trains:
         if pseudo is None:
             names = vocabs.labels("exclusive")
@@ -111,7 +112,8 @@ def train(paths: RunPaths, hparams: HParams, accelerator: Accelerator | None = N
         keras.utils.set_random_seed(hparams.seed)
         model, result, pretrained = _train_round(paths, _second_round(hparams, pseudo), vocabs,
                                                  accelerator, counts,
-                                                 model_dir + SELF_TRAINING_DIR, source, labels)
+                                                 model_dir + SELF_TRAINING_DIR, source, labels,
+                                                 encoder_dir=model_dir + ENCODER_DIR)
     _save_model(model.classifier() if hparams.model_type == "ssl_gan" else classifier(model),
                 model_dir + MODEL_FILE)
     losses = {name: values[-1] for name, values in result["history"].items()}
@@ -155,10 +157,12 @@ def _round_summary(result: dict) -> dict:
 
 
 def _train_round(paths: RunPaths, hparams: HParams, vocabs, accelerator: Accelerator,
-                 counts: dict, round_dir: str, source: str, pseudo_labels: dict | None = None):
+                 counts: dict, round_dir: str, source: str, pseudo_labels: dict | None = None,
+                 *, encoder_dir: str):
     """Build a network and fit it, its progress kept under ``round_dir``;
     ``(model, fit's outcome with rows_per_epoch, encoder pretraining's figures)``.
-    ``pseudo_labels``: {product id: class index} from self-training."""
+    ``pseudo_labels``: {product id: class index} from self-training; ``encoder_dir``: where
+    the model's pretrained encoder is kept (``_pretrained_encoder``)."""
     pseudo_rows = self_training.examples_of(data.tfrecord_files(paths, CATALOG, "train"),
                                             vocabs, pseudo_labels) if pseudo_labels else []
     rows, per_epoch = training.training_rows(paths, hparams, counts, pseudo_rows)
@@ -167,11 +171,8 @@ def _train_round(paths: RunPaths, hparams: HParams, vocabs, accelerator: Acceler
     pretrained = {}
     if hparams.model_type == "ssl_gan" and hparams.encoder_pretrain_epochs and \
             not storage.exists(round_dir + "training/" + training.PROGRESS_FILE):
-        pool = data.parsed(training.rows_of(paths, CATALOG, hparams).batch(hparams.batch_size),
-                           vocabs, hparams.objectives)
-        with accelerator.strategy.scope():
-            pretrained = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
-                                                hparams.encoder_pretrain_epochs)
+        pretrained = _pretrained_encoder(model, paths, hparams, vocabs, accelerator, per_epoch,
+                                         encoder_dir, source)
     best = _early_stopping(paths, hparams, vocabs)
     # every model's rule-based loss reads the targets sparse (the SSL-GAN's sample of
     # categories needs them dense)
@@ -182,6 +183,42 @@ def _train_round(paths: RunPaths, hparams: HParams, vocabs, accelerator: Acceler
     result = training.fit(model, hparams, training.batches_for_epoch(batched, hparams),
                           per_epoch, round_dir, best, source)
     return model, {**result, "rows_per_epoch": per_epoch}, pretrained
+
+
+def _pretrained_encoder(model, paths: RunPaths, hparams: HParams, vocabs,
+                        accelerator: Accelerator, per_epoch: int, encoder_dir: str,
+                        source: str) -> dict:
+    """The encoder pretrained on every product, once per model: its weights and figures are
+    kept in ``encoder_dir``, and a later network of the same model (self-training's second)
+    or a restarted train loads them in place of pretraining again (the same seed and rows
+    would give the same encoder at the same cost). Kept weights made on another
+    preprocessing output (their inputs index other vocabularies) are pretrained afresh;
+    other hyperparameters have another model directory (``hparams_id``).
+    The answer: pretraining's figures (``SSLGAN.pretrain_encoder``)."""
+    record_file = encoder_dir + ENCODER_RECORD_FILE
+    record = storage.read_json(record_file) if storage.exists(record_file) else None
+    if record is not None and record.get("source") == source:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = os.path.join(tmp, ENCODER_WEIGHTS_FILE)
+            storage.download(encoder_dir + ENCODER_WEIGHTS_FILE, local)
+            model.encoder.load_weights(local)
+        log.info("encoder pretraining: the pretrained encoder in %s loaded", encoder_dir)
+        return record["figures"]
+    pool = data.parsed(training.rows_of(paths, CATALOG, hparams).batch(hparams.batch_size),
+                       vocabs, hparams.objectives)
+    with accelerator.strategy.scope():
+        figures = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
+                                         hparams.encoder_pretrain_epochs)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, ENCODER_WEIGHTS_FILE)
+        model.encoder.save_weights(local)
+        storage.upload(local, encoder_dir + ENCODER_WEIGHTS_FILE)
+    storage.write_json(record_file, {"source": source, "figures": figures})
+    return figures
+
+
+ENCODER_DIR, ENCODER_WEIGHTS_FILE, ENCODER_RECORD_FILE = (
+    "encoder/", "pretrained.weights.h5", "pretraining.json")
 
 
 def _early_stopping(paths: RunPaths, hparams: HParams, vocabs) -> training.BestOnValidation | None:

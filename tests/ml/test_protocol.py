@@ -97,11 +97,39 @@ def test_the_peer_learns_from_the_same_rows_as_the_model(tmp_path, monkeypatch):
     from shared_config.runs import create_run
     from trainer import task
     from trainer.hparams import HParams
+    from trainer.ssl_gan import SSLGAN
 
     create_run(paths, {})
-    trained = task.train(paths, HParams(epochs=2, encoder_pretrain_epochs=1,
-                                        early_stopping_patience=1, hidden_units=(16,)))
+    pretrainings, pretrain = [], SSLGAN.pretrain_encoder
+
+    def counted(model, *args):  # the real pretraining, its encoder's weights noted after it
+        figures = pretrain(model, *args)
+        pretrainings.append(model.encoder.get_weights())
+        return figures
+
+    monkeypatch.setattr(SSLGAN, "pretrain_encoder", counted)
+    loads, load = [], task.keras.Model.load_weights
+    monkeypatch.setattr(task.keras.Model, "load_weights",
+                        lambda model, path, *a, **k: (loads.append(model.name),
+                                                      load(model, path, *a, **k))[1])
+    hparams = HParams(epochs=2, encoder_pretrain_epochs=1, early_stopping_patience=1,
+                      hidden_units=(16,))
+    trained = task.train(paths, hparams)
     assert len(trained["encoder_pretraining"]["reconstruction_loss"]) == 1
+    # self-training's second network starts from the first's pretrained encoder: one pretraining
+    assert trained["self_training"]["pseudo_labels"] > 0
+    assert len(pretrainings) == 1 and loads == ["encoder"]
+    encoder_dir = trained["model_dir"] + task.ENCODER_DIR
+    kept = task.build(hparams, task.vocabularies(paths))
+    task._pretrained_encoder(kept, paths, hparams, task.vocabularies(paths), None, 0,
+                             encoder_dir, task.preprocess_output_id(paths))
+    assert len(pretrainings) == 1  # loaded, not pretrained again
+    assert all(np.array_equal(a, b) for a, b in zip(kept.encoder.get_weights(), pretrainings[0]))
+    # kept weights of another preprocessing output are pretrained afresh
+    accelerator = task.accelerators.choose()
+    task._pretrained_encoder(kept, paths, hparams, task.vocabularies(paths), accelerator, 64,
+                             encoder_dir, "another-output")
+    assert len(pretrainings) == 2
     stopping = trained["early_stopping"]
     assert 1 <= stopping["best_epoch"] <= stopping["epochs_run"] <= 2
     assert 0 <= stopping["best_valid_macro_f1"] <= 1
@@ -389,7 +417,7 @@ def test_at_inference_the_rules_classes_weigh_in_on_validation_only(monkeypatch,
     assert all(0 <= scores[1] <= 100 for scores in rows.values())  # the peer's column
 
 
-def test_a_network_of_the_benchmark_repeats_itself_for_a_seed_and_not_for_another():
+def test_a_network_of_the_benchmark_repeats_itself_for_a_seed_and_not_for_another(monkeypatch):
     """Variants are read against the defaults of the same run to a tenth of a point: the
     same seed must give the same network, self-training included."""
     from scipy import sparse
@@ -414,6 +442,21 @@ def test_a_network_of_the_benchmark_repeats_itself_for_a_seed_and_not_for_anothe
     assert np.array_equal(runs[0]["valid"], runs[1]["valid"])
     assert np.array_equal(runs[0]["test"], runs[1]["test"])
     assert not np.array_equal(runs[0]["valid"], runs[2]["valid"])
+
+    # with encoder pretraining, self-training's second network starts from the first's
+    # pretrained encoder, as the trainer's does: one pretraining per method
+    from trainer.ssl_gan import SSLGAN
+
+    pretrainings, pretrain = [], SSLGAN.pretrain_encoder
+
+    def counted(model, *args):
+        pretrainings.append(model)
+        return pretrain(model, *args)
+
+    monkeypatch.setattr(SSLGAN, "pretrain_encoder", counted)
+    run = networks.run_probabilities("ssl_gan", data, labelled, 0,
+                                     {**options, "encoder_pretrain_epochs": 1}, max_epochs=2)
+    assert run["pseudo_labels"] == 15 and len(pretrainings) == 1
 
 
 def test_early_stopping_may_read_another_score_than_macro_f1():
