@@ -55,6 +55,12 @@ TEACHERS = ("network", "peer", "network_and_peer")
 # trainer) or the mean log-likelihood of the true classes (smoother over a few products)
 STOPPING = "early_stopping_on"
 STOPPINGS = ("macro_f1", "log_likelihood")
+# a benchmark-only option: the network's wide (linear) path starts as the tuned
+# weak-supervision peer (its coefficients and intercepts), so that the network learns what
+# the peer misses; "frozen" keeps the peer as it is, "trainable" lets training move it
+WIDE_PEER = "wide_from_peer"
+WIDE_PEERS = ("off", "frozen", "trainable")
+ABSENT_CLASS_LOGIT = -10.0  # a class the peer's training rows lacked: the peer never names it
 
 
 def dense(x):
@@ -112,11 +118,18 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
     stopping = options.pop(STOPPING, "macro_f1")
     if stopping not in STOPPINGS:
         raise ValueError(f"{STOPPING} {stopping!r}: choose one of {STOPPINGS}")
+    wide_peer = options.pop(WIDE_PEER, "off")
+    if wide_peer not in WIDE_PEERS:
+        raise ValueError(f"{WIDE_PEER} {wide_peer!r}: choose one of {WIDE_PEERS}")
+    peer_path = None
+    if wide_peer != "off":
+        options["wide"] = True
+        peer_path = (peer_linear_path(data, labelled, seed), wide_peer == "trainable")
     hparams = hparams_for(method, seed, options)
     y = data.train.y
     pretrained = {}  # the first network's pretrained encoder, for self-training's second
     model, best = _fit(method, data, y, labelled, seed, hparams, max_epochs, stopping=stopping,
-                       pretrained=pretrained)
+                       pretrained=pretrained, peer_path=peer_path)
     extra = {}
     if method != "dnn" and hparams.self_training_per_class and not labelled.all():
         parts = np.array_split(dense(data.train.x), max(1, len(y) // 4096))
@@ -142,10 +155,27 @@ def run_probabilities(method: str, data: DataSet, labelled: np.ndarray, seed: in
         model, best = _fit(method, data, y, labelled | picked, seed, hparams,
                            best.best_epoch + 1 if as_first else max_epochs,
                            early_stopping=not as_first, stopping=stopping,
-                           pretrained=pretrained)
+                           pretrained=pretrained, peer_path=peer_path)
     x_valid, x_test = dense(data.valid.x), dense(data.test.x)
     return {"valid": _probabilities(model, x_valid), "test": _probabilities(model, x_test),
             "epochs": len(best.scores), "best_epoch": best.best_epoch + 1, **extra}
+
+
+def peer_linear_path(data: DataSet, labelled: np.ndarray, seed: int) -> tuple:
+    """The tuned weak-supervision peer as a linear layer over the same inputs:
+    ``(kernel [inputs, classes], bias [classes])``, its logits the peer's (a class its
+    training rows lacked gets no weight and ``ABSENT_CLASS_LOGIT``)."""
+    from benchmarks.peers import run_peer
+
+    peer = run_peer("weak_supervision", data, labelled, seed)["model"]
+    kernel = np.zeros((data.train.x.shape[1], len(data.classes)), "float32")
+    bias = np.full(len(data.classes), ABSENT_CLASS_LOGIT, "float32")
+    coef, intercept = peer.coef_, peer.intercept_
+    if len(peer.classes_) == 2:  # one column for two classes: the first's logit is 0
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    kernel[:, peer.classes_] = coef.T
+    bias[peer.classes_] = intercept
+    return kernel, bias
 
 
 def _logits(model, x) -> np.ndarray:
@@ -167,12 +197,14 @@ def _log_likelihood(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: int,
          hparams: HParams, max_epochs: int, early_stopping: bool = True,
-         stopping: str = "macro_f1", pretrained: dict | None = None):
+         stopping: str = "macro_f1", pretrained: dict | None = None,
+         peer_path: tuple | None = None):
     """A fresh network fitted on the training rows (``y`` the labels of the ``labelled``
     ones), stopped early on validation (``stopping``: by its macro-F1 or its
     log-likelihood); ``(model with its best epoch's weights, stopper)``. ``pretrained``
     shares the pretrained encoder between the networks of one method, as the trainer does:
-    the first fills in its weights, those after it start from them.
+    the first fills in its weights, those after it start from them. ``peer_path``:
+    ``((kernel, bias), trainable)``, the wide path's exclusive weights to start from.
     Without ``early_stopping``: ``max_epochs`` epochs, the last one's weights kept (the
     stopper only records the validation scores)."""
     keras.utils.set_random_seed(seed)
@@ -204,6 +236,11 @@ def _fit(method: str, data: DataSet, y: np.ndarray, labelled: np.ndarray, seed: 
         everything = _rows(x_train, y, labelled, rules)
         only_labelled = _rows(x_train[labelled], y[labelled], labelled[labelled],
                               None if rules is None else rules[labelled])
+        if peer_path is not None:
+            (kernel, bias), trainable = peer_path
+            layer = model.wide.get_layer("exclusive_wide")
+            layer.set_weights([kernel, bias])
+            layer.trainable = trainable
         if hparams.encoder_pretrain_epochs and pretrained and "encoder" in pretrained:
             model.encoder.set_weights(pretrained["encoder"])
         elif hparams.encoder_pretrain_epochs:

@@ -485,3 +485,41 @@ def test_early_stopping_may_read_another_score_than_macro_f1():
     assert best_epoch() == (0, 1.0)  # macro-F1 is 1 at once and never better
     epoch, score = best_epoch(score=_log_likelihood)
     assert epoch == 1 and score == pytest.approx(np.log(0.3))
+
+
+def test_the_wide_path_may_start_as_the_weak_supervision_peer():
+    from scipy import sparse
+
+    from benchmarks import networks
+    from benchmarks.label_data import DataSet, Split
+    from benchmarks.peers import run_peer
+    from trainer.peer import class_probabilities
+    from trainer.self_training import softmax
+
+    rng = np.random.default_rng(3)
+
+    def split(n, classes):
+        y = rng.integers(0, classes, n)
+        x = sparse.csr_matrix(np.abs(np.eye(4)[y] * 2 + rng.normal(size=(n, 4))))
+        return Split(x, y, np.arange(n).astype(str), pseudo=np.where(rng.random(n) < 0.5, y, -1))
+
+    for classes in (4, 2):  # a multinomial peer, and one column for two classes
+        data = DataSet("toy", split(300, classes), split(60, classes), split(60, classes),
+                       [str(c) for c in range(4)], [])
+        labelled = np.zeros(300, bool)
+        labelled[::10] = True
+        kernel, bias = networks.peer_linear_path(data, labelled, 0)
+        peer = run_peer("weak_supervision", data, labelled, 0)["model"]
+        x = data.valid.x.toarray()
+        expected = class_probabilities(peer, data.valid.x, 4)
+        assert np.allclose(softmax(x @ kernel + bias), expected, atol=1e-4)
+        assert (expected[:, classes:] == 0).all()  # classes the peer never saw: never named
+    # frozen, the path stays the peer through training; trainable, training moves it
+    for trainable in (False, True):
+        hparams = networks.hparams_for("ssl_gan", 0, {"wide": True})
+        model, _ = networks._fit("ssl_gan", data, data.train.y, labelled, 0, hparams, 1,
+                                 peer_path=((kernel, bias), trainable))
+        after = model.wide.get_layer("exclusive_wide").get_weights()
+        assert np.array_equal(after[0], kernel) != trainable
+    with pytest.raises(ValueError, match="wide_from_peer"):
+        networks.run_probabilities("ssl_gan", data, labelled, 0, {"wide_from_peer": "on"})
