@@ -198,10 +198,7 @@ def _pretrained_encoder(model, paths: RunPaths, hparams: HParams, vocabs,
     record_file = encoder_dir + ENCODER_RECORD_FILE
     record = storage.read_json(record_file) if storage.exists(record_file) else None
     if record is not None and record.get("source") == source:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, ENCODER_WEIGHTS_FILE)
-            storage.download(encoder_dir + ENCODER_WEIGHTS_FILE, local)
-            model.encoder.load_weights(local)
+        training.load_weights(model.encoder, encoder_dir + ENCODER_WEIGHTS_FILE)
         log.info("encoder pretraining: the pretrained encoder in %s loaded", encoder_dir)
         return record["figures"]
     pool = data.parsed(training.rows_of(paths, CATALOG, hparams).batch(hparams.batch_size),
@@ -209,10 +206,7 @@ def _pretrained_encoder(model, paths: RunPaths, hparams: HParams, vocabs,
     with accelerator.strategy.scope():
         figures = model.pretrain_encoder(pool, max(1, per_epoch // hparams.batch_size),
                                          hparams.encoder_pretrain_epochs)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, ENCODER_WEIGHTS_FILE)
-        model.encoder.save_weights(local)
-        storage.upload(local, encoder_dir + ENCODER_WEIGHTS_FILE)
+    training.save_weights(model.encoder, encoder_dir + ENCODER_WEIGHTS_FILE)
     storage.write_json(record_file, {"source": source, "figures": figures})
     return figures
 

@@ -233,7 +233,7 @@ def fit(model, hparams: HParams, dataset_for_epoch, rows_per_epoch: int, model_d
                            steps_per_epoch=steps, callbacks=callbacks, verbose=2)
         for name, values in result.history.items():
             history.setdefault(name, []).extend(float(v) for v in values)
-        _save_weights(model, training_dir + WEIGHTS_FILE)
+        save_weights(model, training_dir + WEIGHTS_FILE)
         storage.write_json(training_dir + PROGRESS_FILE, {"epochs_done": epoch + 1,
                                                           "source": source})
         if best is not None and best.stopped:
@@ -257,16 +257,22 @@ def _restore(model, training_dir: str, sample) -> int:
     done = int(storage.read_json(training_dir + PROGRESS_FILE)["epochs_done"])
     inputs = next(iter(sample))[0]
     model(inputs)  # build the variables before loading into them
-    with tempfile.TemporaryDirectory() as tmp:
-        local = os.path.join(tmp, WEIGHTS_FILE)
-        storage.download(training_dir + WEIGHTS_FILE, local)
-        model.load_weights(local)
+    load_weights(model, training_dir + WEIGHTS_FILE)
     log.info("resuming after epoch %d from %s", done, training_dir)
     return done
 
 
-def _save_weights(model, target: str) -> None:
+def save_weights(model, target: str) -> None:
+    """A Keras model's weights to ``target`` (a ``.weights.h5`` path, local or ``gs://``)."""
     with tempfile.TemporaryDirectory() as tmp:
         local = os.path.join(tmp, WEIGHTS_FILE)
         model.save_weights(local)
         storage.upload(local, target)
+
+
+def load_weights(model, source: str) -> None:
+    """``save_weights``' file back into a model of the same shape."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, WEIGHTS_FILE)
+        storage.download(source, local)
+        model.load_weights(local)
